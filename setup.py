@@ -1,0 +1,34 @@
+"""Build script for binkit's compiled parts (Cython over C headers).
+
+Metadata lives in pyproject.toml; this file only declares extension modules. Every ``.pyx``
+under ``backends/`` becomes an extension. Flags are portable: no ``-march=native`` (kernels
+pick their instruction set at run time).
+"""
+
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+ROOT = Path(__file__).parent
+
+
+def _extensions():
+    from Cython.Build import cythonize
+
+    exts = []
+    for pyx in sorted((ROOT / "backends").rglob("*.pyx")):
+        rel = pyx.relative_to(ROOT / "backends").with_suffix("")
+        exts.append(
+            Extension(
+                ".".join(rel.parts),
+                [str(pyx.relative_to(ROOT))],
+                include_dirs=[str(pyx.parent.relative_to(ROOT)), str((pyx.parent / "include").relative_to(ROOT))],
+                extra_compile_args=["-O3", "-std=c11"],
+            )
+        )
+    if not exts:
+        return []
+    return cythonize(exts, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False})
+
+
+setup(ext_modules=_extensions())
