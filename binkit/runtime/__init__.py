@@ -1,0 +1,40 @@
+"""The torch-free runtime: what a deployment device imports.
+
+Nothing under ``binkit.runtime`` imports torch (a test guards it): a Raspberry Pi installs numpy,
+the compiled engine and binkit's base dependencies only. This package grows the artifact loader,
+the numpy front-end and the streaming detector; today it holds the bit conventions
+(:mod:`binkit.runtime.bits`) and backend discovery.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from binkit import registry
+
+__all__ = ["Backend", "backend_names", "get_backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend factory returns: an object that loads an artifact and runs it."""
+
+    name: str
+
+    def load(self, path: str) -> Any:
+        """Load and validate an artifact; return a runnable model."""
+
+
+def backend_names() -> list[str]:
+    """Names of the registered backends (plugins' ``binkit_backends`` hooks)."""
+    return registry.names("backend")
+
+
+def get_backend(name: str) -> Backend:
+    """Instantiate the backend registered as ``name``.
+
+    Raises:
+        UnknownNameError: listing the registered backends and where ``name`` comes from.
+    """
+    entry = registry.get("backend", name)
+    return entry.factory()

@@ -1,0 +1,62 @@
+"""The runtime import path never imports torch (DESIGN.md: a Pi installs no torch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+
+
+def test_import_binkit_runtime_does_not_import_torch():
+    proc = run_isolated("""
+        import sys
+        import binkit, binkit.runtime, binkit.runtime.bits
+        # listing backends loads every registered plugin's hook module
+        names = binkit.runtime.backend_names()
+        assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+        print("ok", names)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok")
+
+
+def test_plugin_hook_modules_are_cheap_to_import():
+    """Entry-point modules must defer heavy imports to hook bodies (hookspecs.py contract)."""
+    proc = run_isolated("""
+        import sys
+        from importlib import metadata
+        for ep in metadata.entry_points(group="binkit"):
+            ep.load()
+        assert "torch" not in sys.modules, "an entry-point module imports torch at import time"
+        print("ok")
+    """)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_training_names_load_lazily():
+    proc = run_isolated("""
+        import sys, binkit
+        assert "torch" not in sys.modules
+        binkit.binarize  # first touch imports torch
+        assert "torch" in sys.modules
+        print("ok")
+    """)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_unknown_backend_error_is_torch_free():
+    proc = run_isolated("""
+        import sys, binkit.runtime
+        from binkit.errors import UnknownNameError
+        try:
+            binkit.runtime.get_backend("neon")
+        except UnknownNameError as exc:
+            assert "binkit_neon" in str(exc)
+        assert "torch" not in sys.modules
+        print("ok")
+    """)
+    assert proc.returncode == 0, proc.stderr
