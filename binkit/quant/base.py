@@ -1,0 +1,107 @@
+"""The quantizer protocol: what a binarizer plugin's classes implement.
+
+A binarizer *method* (one config name, see :class:`binkit.entries.QuantizerEntry`) pairs a
+**weight quantizer** and an **input quantizer**. Both are ``nn.Module`` subclasses of the classes
+below; their ``forward`` is one call into a pure function (``binkit.quant.functional`` or the
+plugin's own), and their docstrings give forward and backward as formulas.
+
+Weight quantizers see the layer's latent float weight ``(out, in/groups, *kernel)`` and return
+its quantized version, same shape. Deployable ones also say how the result decomposes into
+``sign(W) * scale_o`` (:meth:`WeightQuantizer.export_scale`), which export folds into the
+per-channel multiplier. Input quantizers see activations with channels on ``channel_dim``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from binkit.entries import NoParams
+
+__all__ = ["Quantizer", "WeightQuantizer", "InputQuantizer", "NotDeployableError"]
+
+
+class NotDeployableError(ValueError):
+    """The quantizer's scale rule cannot be folded into a per-output-channel multiplier."""
+
+
+class Quantizer(nn.Module):
+    """Base class. ``precision`` is the bit width of the values this quantizer produces."""
+
+    precision: int = 1
+    role: ClassVar[str] = ""
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        super().__init__()
+        self.params = params if params is not None else NoParams()
+
+    def update_schedule(self, epoch: int, epochs: int) -> None:
+        """Called by the trainer at the start of each epoch (0-based). Default: nothing."""
+
+    def extra_repr(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"precision={self.precision}" + (f", {fields}" if fields else "")
+
+
+class WeightQuantizer(Quantizer):
+    """Quantizes a layer's weight. Constructed as ``cls(params, weight_shape)``."""
+
+    role = "weight"
+
+    def __init__(self, params: BaseModel | None = None, weight_shape: tuple[int, ...] = ()) -> None:
+        super().__init__(params)
+        self.weight_shape = tuple(weight_shape)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def constrain_(self, w: torch.Tensor) -> None:
+        """Project the latent weight in place after an optimizer step (BNN clips to [-1, 1]).
+
+        Default: nothing. Called by :func:`binkit.quant.apply_constraints`.
+        """
+
+    @torch.no_grad()
+    def export_scale(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-output-channel scale ``s_o`` such that ``forward(w) == sign(w') * s_o``.
+
+        Returns ``(out,)``. Raises :class:`NotDeployableError` when no such scale exists.
+        The default derives it from ``forward`` and checks the decomposition holds.
+        """
+        q = self.forward(w).detach()
+        flat = q.reshape(q.shape[0], -1)
+        scale = flat.abs().amax(dim=1)
+        if not torch.allclose(flat.abs(), scale[:, None].expand_as(flat), rtol=1e-6, atol=0.0):
+            raise NotDeployableError(
+                f"{type(self).__name__}: quantized weights are not ±scale per output channel"
+            )
+        return scale
+
+
+class InputQuantizer(Quantizer):
+    """Quantizes a layer's input. Constructed as ``cls(params, num_channels, channel_dim)``.
+
+    ``channel_dim`` is 1 for convolutions ``(batch, channels, ...)`` and -1 for linear layers
+    ``(..., features)``.
+    """
+
+    role = "input"
+
+    def __init__(
+        self, params: BaseModel | None = None, num_channels: int = 0, channel_dim: int = 1
+    ) -> None:
+        super().__init__(params)
+        self.num_channels = int(num_channels)
+        self.channel_dim = int(channel_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _broadcast(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Reshape a per-channel vector ``(C,)`` to broadcast along ``channel_dim`` of ``x``."""
+        shape = [1] * x.dim()
+        shape[self.channel_dim] = -1
+        return v.reshape(shape)
