@@ -1,0 +1,17 @@
+"""Hook implementations of the BiFSMN plugin.
+
+Modules that import torch are imported inside the hook bodies, so importing this module (and
+listing plugins) stays torch-free.
+"""
+
+from __future__ import annotations
+
+from binkit import hookimpl
+
+
+@hookimpl
+def binkit_quantizers():
+    """``bifsmn_code``: the official BiFSMN code's binarizer (not deployable)."""
+    from bifsmn_plugin import binarizer
+
+    return [binarizer.ENTRY]
