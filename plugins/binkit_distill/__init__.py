@@ -1,0 +1,1 @@
+"""First-party distillers for binkit (one module per distiller)."""

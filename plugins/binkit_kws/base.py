@@ -1,0 +1,35 @@
+"""What binkit architectures share: the forward contract with taps and views."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class KWSModel(nn.Module):
+    """Base: ``forward(x, view=None) = forward_head(forward_features(x, view))``.
+
+    Subclasses fill ``self.taps`` (name -> tensor) during ``forward_features`` so distillers can
+    read intermediate features without hooks. ``feature_shape`` is the per-example input shape.
+    """
+
+    feature_shape: tuple[int, ...]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taps: dict[str, torch.Tensor] = {}
+
+    def forward_features(self, x: torch.Tensor, view: str | None = None) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def forward(self, x: torch.Tensor, view: str | None = None) -> torch.Tensor:
+        if x.dim() != len(self.feature_shape) + 1 or tuple(x.shape[1:]) != tuple(self.feature_shape):
+            raise ValueError(f"{type(self).__name__} expects input (batch, {', '.join(map(str, self.feature_shape))}), "
+                             f"got {tuple(x.shape)}")
+        if view is not None:
+            raise ValueError(f"{type(self).__name__} has no views; got view={view!r}")
+        self.taps = {}
+        return self.forward_head(self.forward_features(x, view))

@@ -1,0 +1,1 @@
+"""Tiny synthetic datasets for tests and demos (no files, no network)."""
