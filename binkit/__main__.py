@@ -1,0 +1,5 @@
+"""``python -m binkit`` is the ``binkit`` command."""
+
+from binkit.cli import main
+
+raise SystemExit(main())

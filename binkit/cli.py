@@ -1,0 +1,172 @@
+"""The ``binkit`` command. Each subcommand turns arguments into a spec and calls one function.
+
+Errors binkit raises on purpose (bad specs, unknown plugin names, bad files) print as
+``binkit: error: ...`` with the field path, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from binkit.errors import BinkitError
+
+__all__ = ["main"]
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from binkit import registry
+
+    kinds = [args.kind] if args.kind else list(registry.KINDS)
+    listing = {}
+    for kind in kinds:
+        rows = []
+        for name in registry.names(kind, include=args.filter):
+            e = registry.get(kind, name)
+            row = {"name": name, "provider": e.provider, "description": e.description,
+                   "reference": e.reference}
+            if kind == "quantizer":
+                row["precision"] = e.precision if not e.precision_param else f"{e.precision} ({e.precision_param})"
+                row["packing"] = e.packing or "not deployable"
+            rows.append(row)
+        listing[kind] = rows
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for kind, rows in listing.items():
+        print(f"{kind}s ({len(rows)}):")
+        if not rows:
+            print("  (none registered)")
+        width = max([len(r["name"]) for r in rows] + [4])
+        pwidth = max([len(r["provider"]) for r in rows] + [8])
+        for r in rows:
+            extra = f"  {str(r['precision']) + '-bit':<12} {r['packing']:<15}" if kind == "quantizer" else "  "
+            print(f"  {r['name']:<{width}}  {r['provider']:<{pwidth}}{extra}{r['description']}")
+        print()
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from binkit.specs import load_spec, spec_to_toml
+
+    spec = load_spec(args.spec)
+    print(f"{args.spec}: valid")
+    if args.show:
+        print(spec_to_toml(spec))
+    return 0
+
+
+def _load_model(path: str):
+    """A model from a spec (fresh weights) or a run folder / checkpoint (trained)."""
+    from binkit.specs import load_spec, resolve
+    from binkit.train import build_model, load_checkpoint
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.pt"
+    if p.suffix == ".pt":
+        model, _ = load_checkpoint(p)
+        return model, None
+    resolved = resolve(load_spec(p))
+    shape = resolved.spec.features.shape
+    num_classes = getattr(resolved.dataset_params, "num_classes", 12)
+    return build_model(resolved, num_classes, shape), resolved
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from binkit.nn.summary import summary
+
+    model, _ = _load_model(args.target)
+    s = summary(model, print_fn=None, forward_kwargs={"view": args.view} if args.view else None)
+    if args.json:
+        print(json.dumps(s.to_dict(), indent=2))
+    elif args.markdown:
+        print(s.to_markdown())
+    else:
+        print(s)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from binkit.specs import load_spec
+    from binkit.train import fit
+
+    spec = load_spec(args.spec)
+    if args.epochs:
+        spec.training.epochs = args.epochs
+    out = Path(args.out or Path("runs") / spec.name)
+    result = fit(spec, out, progress=not args.quiet)
+    accs = ", ".join(f"{k} {v:.4f}" for k, v in result.test_acc.items())
+    print(f"best epoch {result.best_epoch}; test accuracy: {accs}; run folder: {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from binkit.demo import run_demo
+
+    methods = args.methods.split(",") if args.methods else None
+    run_demo(args.out, spec_path=args.spec, methods=methods, epochs=args.epochs, progress=not args.quiet)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from binkit import __version__
+
+    p = argparse.ArgumentParser(prog="binkit", description="Train, export and run binarized neural networks.")
+    p.add_argument("--version", action="version", version=f"binkit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("plugins", help="list registered quantizers, architectures, distillers, datasets, backends")
+    s.add_argument("--kind", choices=["quantizer", "architecture", "distiller", "dataset", "backend"])
+    s.add_argument("--filter", default="*", help="wildcard on names, e.g. 'bi*'")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=_cmd_plugins)
+
+    s = sub.add_parser("check", help="validate a spec (TOML) and resolve its plugins")
+    s.add_argument("spec")
+    s.add_argument("--show", action="store_true", help="print the resolved spec with all defaults")
+    s.set_defaults(func=_cmd_check)
+
+    s = sub.add_parser("summary", help="per-layer parameters by bit width, memory and MACs")
+    s.add_argument("target", help="a spec (.toml), a run folder or a checkpoint (.pt)")
+    s.add_argument("--view", help="summarise this view of a thinnable model")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--markdown", action="store_true")
+    s.set_defaults(func=_cmd_summary)
+
+    s = sub.add_parser("train", help="train the experiment a spec describes")
+    s.add_argument("spec")
+    s.add_argument("-o", "--out", help="run folder (default runs/<spec name>)")
+    s.add_argument("--epochs", type=int, help="override training.epochs")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("demo", help="the main job: every registered binarizer on one backbone, one table")
+    s.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out)")
+    s.add_argument("--spec", help="base spec (default configs/demo_tones.toml)")
+    s.add_argument("--methods", help="comma-separated quantizer names (default: all registered)")
+    s.add_argument("--epochs", type=int, help="override training.epochs")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (BinkitError, FileNotFoundError, ValueError) as exc:
+        print(f"binkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("binkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""binkit/cli.py: the `binkit` command."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from binkit.cli import main
+
+TINY = """
+name = "cli-tiny"
+[data]
+dataset = "tones"
+params = { num_classes = 3, train_per_class = 8, val_per_class = 4, test_per_class = 4 }
+[model]
+architecture = "small_cnn"
+params = { channels = 8, blocks = 2 }
+[training]
+epochs = 1
+batch_size = 8
+"""
+
+
+@pytest.fixture
+def tiny_spec(tmp_path):
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY)
+    return p
+
+
+def test_plugins_lists_every_kind(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for heading in ("quantizers", "architectures", "distillers", "datasets", "backends"):
+        assert heading in out
+    assert "bifsmn_code" in out and "not deployable" in out and "binkit:binarizers" in out
+
+
+def test_plugins_json_and_filter(capsys):
+    assert main(["plugins", "--kind", "quantizer", "--filter", "bi*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["quantizer"]
+    assert [r["name"] for r in rows] == ["bifsmn_code", "bireal"]
+    assert rows[1]["precision"] == 1 and rows[1]["packing"] == "sign"
+
+
+def test_check_valid_and_show(tiny_spec, capsys):
+    assert main(["check", str(tiny_spec), "--show"]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "[binarization]" in out and 'method = "xnor"' in out
+
+
+def test_check_invalid_prints_paths_not_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("epochs = 1", "epochs = 0"))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "training.epochs: Input should be greater than or equal to 1 (got 0)" in err
+    assert "Traceback" not in err
+    bad.write_text(TINY.replace('"small_cnn"', '"small_cnm"'))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "model.architecture: unknown architecture 'small_cnm'" in err and "did you mean 'small_cnn'" in err
+
+
+def test_check_missing_file(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nope.toml")]) == 2
+    assert "spec file not found" in capsys.readouterr().err
+
+
+def test_summary_of_spec(tiny_spec, capsys):
+    assert main(["summary", str(tiny_spec), "--json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert totals["binary_macs"] > 0 and totals["compression_ratio"] > 1
+
+
+def test_train_then_summary_of_run(tmp_path, tiny_spec, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_spec), "-o", str(run), "-q"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert (run / "model.pt").is_file()
+    assert main(["summary", str(run), "--markdown"]) == 0
+    assert "| blocks.1.conv | BinaryConv2d |" in capsys.readouterr().out
+
+
+def test_demo_writes_report(tmp_path, tiny_spec, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--spec", str(tiny_spec), "--methods", "xnor,bnn", "-q"]) == 0
+    stdout = capsys.readouterr().out
+    assert "expect about" in stdout
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["fp32", "xnor", "bnn"]
+    assert rows[0]["compression"] == pytest.approx(1.0) and rows[1]["compression"] > 1
+    assert "| xnor |" in (out / "report.md").read_text()
+
+
+def test_demo_unknown_method(tmp_path, tiny_spec, capsys):
+    assert main(["demo", "-o", str(tmp_path / "d"), "--spec", str(tiny_spec), "--methods", "nope"]) == 2
+    assert "unknown quantizer 'nope'" in capsys.readouterr().err
