@@ -29,7 +29,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             row = {"name": name, "provider": e.provider, "description": e.description,
                    "reference": e.reference}
             if kind == "quantizer":
-                row["precision"] = e.precision if not e.precision_param else f"{e.precision} ({e.precision_param})"
+                row["precision"] = e.precision
+                row["precision_param"] = e.precision_param
                 row["packing"] = e.packing or "not deployable"
             rows.append(row)
         listing[kind] = rows
@@ -43,7 +44,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         width = max([len(r["name"]) for r in rows] + [4])
         pwidth = max([len(r["provider"]) for r in rows] + [8])
         for r in rows:
-            extra = f"  {str(r['precision']) + '-bit':<12} {r['packing']:<15}" if kind == "quantizer" else "  "
+            extra = "  "
+            if kind == "quantizer":
+                bits = f"{r['precision']}-bit" + (f" ({r['precision_param']})" if r["precision_param"] else "")
+                extra = f"  {bits:<20} {r['packing']:<15}"
             print(f"  {r['name']:<{width}}  {r['provider']:<{pwidth}}{extra}{r['description']}")
         print()
     return 0

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from binkit.nn._modes import eval_mode
 from binkit.nn.layers import BinaryLayerMixin
 
 __all__ = ["summary", "ModelSummary", "LayerSummary"]
@@ -220,7 +221,8 @@ def summary(
                      for q in m.modules() if q is not m}
     leaves = [(n, m) for n, m in leaves if id(m) not in quantizer_ids]
 
-    outputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}  # first output per module (for its shape)
+    macs_sum: dict[int, int] = {}  # MACs summed over every call (reused modules count per call)
     batch = 1
     if example_input is not None or input_shape is not None:
         x = example_input
@@ -235,16 +237,14 @@ def summary(
         hooks = []
         for _, m in leaves:
             def hook(mod, _inp, out, key=id(m)):
-                if isinstance(out, torch.Tensor) and key not in outputs:
-                    outputs[key] = out.detach()
+                if isinstance(out, torch.Tensor):
+                    outputs.setdefault(key, out.detach())
+                    macs_sum[key] = macs_sum.get(key, 0) + _macs(mod, out, out.shape[0])
             hooks.append(m.register_forward_hook(hook))
-        was_training = model.training
-        model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(model):
                 model(x, **(forward_kwargs or {}))
         finally:
-            model.train(was_training)
             for h in hooks:
                 h.remove()
         input_shape = tuple(x.shape[1:])
@@ -263,7 +263,7 @@ def summary(
                              and module.weight_quantizer is not None) else 32
             by_bits[bits] = by_bits.get(bits, 0) + p.numel()
         out = outputs.get(id(module))
-        macs = _macs(module, out, batch) if out is not None else None
+        macs = macs_sum.get(id(module)) if out is not None else None
         if not by_bits and macs is None:
             continue
         rows.append(LayerSummary(

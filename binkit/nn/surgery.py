@@ -24,6 +24,7 @@ from torch import nn
 
 from binkit import registry
 from binkit.errors import BinarizationError
+from binkit.nn._modes import eval_mode
 from binkit.nn.layers import BINARY_LAYER_FOR, BinaryLayerMixin
 
 __all__ = ["binarize", "BinarizationWarning", "candidate_layers"]
@@ -64,11 +65,8 @@ def candidate_layers(
         for n, m in model.named_modules() if n in names
     ]
     try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
+        with torch.no_grad(), eval_mode(model):
             model(example_input)
-            model.train(was_training)
     finally:
         for h in hooks:
             h.remove()
@@ -172,25 +170,33 @@ def binarize(
                                      policy.weights if ov.weights is None else ov.weights,
                                      policy.inputs if ov.inputs is None else ov.inputs)
 
+    # Build every replacement first and swap only when all succeeded: an error leaves an
+    # in-place model untouched, never half-binarized.
     modules = dict(model.named_modules())
+    replacements: dict[str, nn.Module] = {}
     for n, choice in choices.items():
         layer = modules[n]
+        where = f"layer {n!r} ({type(layer).__name__})"
         w = layer.weight.detach()
         if not torch.isfinite(w).all():
             bad = int((~torch.isfinite(w)).sum())
-            raise BinarizationError(f"layer {n!r} ({type(layer).__name__}) has {bad} non-finite "
-                                    "weight value(s); fix the checkpoint before binarizing")
+            raise BinarizationError(f"{where} has {bad} non-finite weight value(s); "
+                                    "fix the checkpoint before binarizing")
         entry = registry.get("quantizer", choice.method)
-        wq = iq = None
-        if choice.weights and entry.weight is not None:
-            wq = entry.weight(choice.params, tuple(layer.weight.shape))
-        if choice.inputs and entry.input is not None:
-            if isinstance(layer, nn.Linear):
-                iq = entry.input(choice.params, layer.in_features, -1)
-            else:
-                iq = entry.input(choice.params, layer.in_channels, 1)
-        binary = BINARY_LAYER_FOR[type(layer)].from_float(layer, wq, iq, method=choice.method)
-        binary.to(w.device)
+        try:
+            wq = iq = None
+            if choice.weights and entry.weight is not None:
+                wq = entry.weight(choice.params, tuple(layer.weight.shape))
+            if choice.inputs and entry.input is not None:
+                if isinstance(layer, nn.Linear):
+                    iq = entry.input(choice.params, layer.in_features, -1)
+                else:
+                    iq = entry.input(choice.params, layer.in_channels, 1)
+            binary = BINARY_LAYER_FOR[type(layer)].from_float(layer, wq, iq, method=choice.method)
+        except (ValueError, TypeError) as exc:
+            raise BinarizationError(f"{where} cannot be binarized with {choice.method!r}: {exc}") from exc
+        replacements[n] = binary.to(w.device)
+    for n, binary in replacements.items():
         _set_submodule(model, n, binary)
 
     if policy.replace_activations and default_entry.activation is not None:
