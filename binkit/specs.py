@@ -76,22 +76,60 @@ class DataSpec(_Spec):
     num_workers: int = Field(0, ge=0, le=64, **_desc("data-loader worker processes"))
 
 
+# Kind-specific defaults of the front-end; a field given in the spec wins.
+FRONTEND_DEFAULTS: dict[str, dict[str, Any]] = {
+    # BiFSMN (bifsmn.md section 2): 128 ms Hann window, 32 ms hop, 32 mel, normalized STFT, dB.
+    "bifsmn_logmel": {"n_fft": 2048, "win_length": 2048, "hop_length": 512, "n_mels": 32,
+                      "n_mfcc": 32, "normalized": True},
+    # Standard 40-dim log-mel, 25 ms / 10 ms (BC-ResNet style log(mel + 1e-6)).
+    "logmel": {"n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 40, "n_mfcc": 40,
+               "normalized": False},
+    # 40 MFCC (TF speech_commands style): DCT-II (ortho) of the dB mel spectrogram, 25 ms / 10 ms.
+    "mfcc": {"n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 40, "n_mfcc": 40,
+             "normalized": False},
+}
+
+
 class FeaturesSpec(_Spec):
-    """The audio front-end. Travels with exported models."""
+    """The audio front-end. Serialisable; travels with exported models.
+
+    Every kind computes a centred STFT (reflect padding of ``n_fft // 2``, periodic Hann window
+    of ``win_length`` zero-padded to ``n_fft``), the power spectrum (divided by the window's
+    energy when ``normalized``), an HTK mel filterbank from ``f_min`` to ``f_max`` without
+    filter normalisation, then:
+
+    * ``bifsmn_logmel``: ``10 log10(max(P_mel, 1e-10))`` (torchaudio ``AmplitudeToDB``, no top_db);
+    * ``logmel``: ``ln(P_mel + log_offset)``;
+    * ``mfcc``: DCT-II (orthonormal) of the dB mel spectrogram, first ``n_mfcc`` coefficients.
+
+    Unset fields take the kind's defaults (``FRONTEND_DEFAULTS``). Output per clip:
+    ``(1, n_bins, frames)`` with ``n_bins = n_mfcc`` for mfcc else ``n_mels`` and
+    ``frames = 1 + samples // hop_length``.
+    """
 
     kind: Literal["bifsmn_logmel", "logmel", "mfcc"] = Field(
-        "bifsmn_logmel",
-        **_desc("bifsmn_logmel: MelSpectrogram(n_fft 2048, hop 512, 32 mel, normalized) + dB; "
-                "logmel: n_mels log-mel; mfcc: n_mfcc cepstra"),
-    )
-    sample_rate: int = Field(16000, ge=4000, le=96000, **_desc("Hz"))
+        "bifsmn_logmel", **_desc("bifsmn_logmel | logmel | mfcc (see the class docstring)"))
+    sample_rate: int = Field(16000, ge=4000, le=96000, **_desc("Hz; audio is resampled to it"))
     clip_seconds: float = Field(1.0, gt=0, le=30, **_desc("clips are padded/trimmed to this"))
     n_fft: int = Field(2048, ge=16, le=16384)
-    win_length: int = Field(2048, ge=16, le=16384)
-    hop_length: int = Field(512, ge=1, le=16384)
+    win_length: int = Field(2048, ge=16, le=16384, **_desc("samples; <= n_fft"))
+    hop_length: int = Field(512, ge=1, le=16384, **_desc("samples"))
     n_mels: int = Field(32, ge=1, le=256)
-    n_mfcc: int = Field(40, ge=1, le=256, **_desc("used by kind='mfcc' only"))
-    normalized: bool = Field(True, **_desc("normalize the STFT by the window norm"))
+    n_mfcc: int = Field(32, ge=1, le=256, **_desc("cepstra kept (kind='mfcc' only); <= n_mels"))
+    f_min: float = Field(0.0, ge=0, **_desc("Hz, lowest mel filter edge"))
+    f_max: float = Field(0.0, ge=0, **_desc("Hz, highest mel filter edge; 0 = sample_rate / 2"))
+    normalized: bool = Field(True, **_desc("divide the power spectrum by the window energy"))
+    log_offset: float = Field(1e-6, gt=0, **_desc("logmel: ln(P + log_offset)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            kind = data.get("kind", "bifsmn_logmel")
+            defaults = FRONTEND_DEFAULTS.get(kind)
+            if defaults is not None:
+                data = {**defaults, **data}
+        return data
 
     @model_validator(mode="after")
     def _check_windows(self) -> "FeaturesSpec":
@@ -99,7 +137,20 @@ class FeaturesSpec(_Spec):
             raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError(f"n_mfcc ({self.n_mfcc}) must be <= n_mels ({self.n_mels})")
+        nyquist = self.sample_rate / 2
+        if self.f_max > nyquist:
+            raise ValueError(f"f_max ({self.f_max}) must be <= sample_rate / 2 ({nyquist})")
+        if self.f_min >= self.mel_f_max:
+            raise ValueError(f"f_min ({self.f_min}) must be < f_max ({self.mel_f_max})")
+        if self.n_fft // 2 >= self.num_samples:
+            raise ValueError(f"n_fft // 2 ({self.n_fft // 2}) must be < the clip length "
+                             f"({self.num_samples} samples) for reflect padding")
         return self
+
+    @property
+    def mel_f_max(self) -> float:
+        """``f_max`` with 0 resolved to the Nyquist frequency."""
+        return self.f_max or self.sample_rate / 2
 
     @property
     def num_samples(self) -> int:
@@ -111,10 +162,13 @@ class FeaturesSpec(_Spec):
         return 1 + self.num_samples // self.hop_length
 
     @property
+    def num_bins(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         """Per-clip feature shape ``(1, n_bins, frames)``."""
-        bins = self.n_mfcc if self.kind == "mfcc" else self.n_mels
-        return (1, bins, self.num_frames)
+        return (1, self.num_bins, self.num_frames)
 
 
 class ModelSpec(_Spec):
