@@ -73,7 +73,6 @@ class DataSpec(_Spec):
 
     dataset: str = Field(..., min_length=1, **_desc("registered dataset name (`binkit plugins`)"))
     params: dict[str, Any] = Field(default_factory=dict, **_desc("the dataset plugin's params"))
-    num_workers: int = Field(0, ge=0, le=64, **_desc("data-loader worker processes"))
 
 
 # Kind-specific defaults of the front-end; a field given in the spec wins.

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from binkit.atomic import atomic_path, atomic_write_text
+from binkit.data.splits import LabeledSplits
 from binkit.distill import DistillOutputs
 from binkit.quant import apply_constraints, update_schedules
 from binkit.specs import ExperimentSpec, ResolvedExperiment, resolve, spec_to_toml
@@ -76,13 +77,20 @@ def _forward(model: nn.Module, x: torch.Tensor, view: str | None) -> DistillOutp
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, views: list[str | None], batch_size: int = 256,
-             device: torch.device | None = None) -> dict[str, float]:
-    """Accuracy per view on ``dataset`` (items ``(x, y)``); key ``"full"`` for ``view=None``."""
+def evaluate(model: nn.Module, data, views: list[str | None], batch_size: int = 256,
+             device: torch.device | None = None, split: str = "val") -> dict[str, float]:
+    """Accuracy per view; key ``"full"`` for ``view=None``.
+
+    ``data`` is a :class:`binkit.data.LabeledSplits` (its ``split`` is evaluated) or any
+    dataset of ``(x, y)`` items.
+    """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if isinstance(data, LabeledSplits):
+        loader = data.batches(split, batch_size)
+    else:
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     correct = {v: 0 for v in views}
     total = 0
     for x, y in loader:
@@ -144,10 +152,7 @@ def fit(spec: ExperimentSpec | ResolvedExperiment, out_dir: str | Path | None = 
     optimizer = _make_optimizer(spec, model.parameters())
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
                  if t.schedule == "cosine" else None)
-    generator = torch.Generator().manual_seed(t.seed)
-    loader = torch.utils.data.DataLoader(data.splits["train"], batch_size=t.batch_size, shuffle=True,
-                                         generator=generator, num_workers=spec.data.num_workers,
-                                         drop_last=len(data.splits["train"]) > t.batch_size)
+    drop_last = len(data.splits["train"]) > t.batch_size
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -167,9 +172,12 @@ def fit(spec: ExperimentSpec | ResolvedExperiment, out_dir: str | Path | None = 
         update_schedules(model, epoch, t.epochs)
         model.train()
         total_loss = correct = seen = 0
-        batches = loader
+        batches = data.batches("train", t.batch_size, shuffle=True, epoch=epoch, seed=t.seed,
+                               drop_last=drop_last)
         if bar_factory is not None:
-            batches = bar_factory(loader, desc=f"{spec.name} epoch {epoch + 1}/{t.epochs}", leave=False)
+            total = len(data.splits["train"]) // t.batch_size if drop_last else None
+            batches = bar_factory(batches, total=total, desc=f"{spec.name} epoch {epoch + 1}/{t.epochs}",
+                                  leave=False)
         for x, y in batches:
             x, y = x.to(device), y.to(device)
             teacher_out = None
@@ -197,7 +205,7 @@ def fit(spec: ExperimentSpec | ResolvedExperiment, out_dir: str | Path | None = 
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        val = evaluate(model, data.splits["val"], views, device=device)
+        val = evaluate(model, data, views, device=device, split="val")
         m = EpochMetrics(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1), val, lr,
                          time.perf_counter() - t0)
         history.append(m)
@@ -213,7 +221,7 @@ def fit(spec: ExperimentSpec | ResolvedExperiment, out_dir: str | Path | None = 
 
     model.load_state_dict(best_state)
     model.eval()
-    test = evaluate(model, data.splits["test"], views, device=device)
+    test = evaluate(model, data, views, device=device, split="test")
     val_best = history[best_epoch - 1].val_acc
     result = TrainResult(model, list(data.labels), history, best_epoch, test, val_best,
                          time.perf_counter() - started, out)
