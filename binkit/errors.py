@@ -10,6 +10,8 @@ __all__ = [
     "PluginLoadError",
     "SpecError",
     "BinarizationError",
+    "AudioError",
+    "DatasetError",
 ]
 
 
@@ -58,3 +60,15 @@ class SpecError(BinkitError, ValueError):
 
 class BinarizationError(BinkitError, ValueError):
     """A model cannot be binarized as asked (non-finite weights, bad policy)."""
+
+
+class AudioError(BinkitError, ValueError):
+    """An audio file is missing, empty, corrupt or unreadable; the message names the file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+class DatasetError(BinkitError, ValueError):
+    """A dataset tree or archive is not what the task needs; the message says what is missing."""
