@@ -44,8 +44,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from binkit.entries import QuantizerEntry
-from binkit.quant.base import InputQuantizer, NotDeployableError, WeightQuantizer
-from binkit.quant.functional import sign, ste_sign
+from binkit.quant.base import SteSignInputQuantizer, NotDeployableError, WeightQuantizer
+from binkit.quant.functional import sign
 
 __all__ = [
     "BiFSMNCodeParams",
@@ -109,11 +109,8 @@ class BiFSMNCodeWeightQuantizer(WeightQuantizer):
         raise NotDeployableError(NOT_DEPLOYABLE_REASON)
 
 
-class BiFSMNCodeInputQuantizer(InputQuantizer):
+class BiFSMNCodeInputQuantizer(SteSignInputQuantizer):
     """``sign(x)`` with clipped STE ``g * 1[|x| <= 1]``, no scale."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ste_sign(x, 1.0)
 
 
 ENTRY = QuantizerEntry(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
-import warnings
 
 import pytest
 

@@ -109,14 +109,22 @@ class BinaryLinear(BinaryLayerMixin, nn.Linear):
 
 
 class _BinaryConvNd(BinaryLayerMixin):
+    """Shared mechanics of the binary convolutions; ``_conv_cls`` is the torch base class."""
+
     _conv_cls: type[nn.modules.conv._ConvNd]
 
-    def _conv_forward(self, input, weight, bias):  # type: ignore[override]
-        raise NotImplementedError  # pragma: no cover
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", weight_quantizer=None,
+                 input_quantizer=None, method="", device=None, dtype=None) -> None:
+        if padding_mode != "zeros":
+            raise ValueError(f"binary convolutions need padding_mode='zeros', got {padding_mode!r}")
+        self._conv_cls.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                                groups, bias, padding_mode, device=device, dtype=dtype)
+        self._init_quantizers(weight_quantizer, input_quantizer, method)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Quantize first, then pad: padded taps are exact zeros (see module docstring).
-        return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
+        return self._conv_cls._conv_forward(self, self.quantized_input(x), self.quantized_weight(), self.bias)
 
     @classmethod
     def from_float(cls, module, weight_quantizer, input_quantizer, method=""):
@@ -146,33 +154,13 @@ class BinaryConv1d(_BinaryConvNd, nn.Conv1d):
     With ``groups == in_channels`` it is a depthwise temporal convolution (the FSMN memory).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", weight_quantizer=None,
-                 input_quantizer=None, method="", device=None, dtype=None) -> None:
-        if padding_mode != "zeros":
-            raise ValueError(f"binary convolutions need padding_mode='zeros', got {padding_mode!r}")
-        nn.Conv1d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                           groups, bias, padding_mode, device=device, dtype=dtype)
-        self._init_quantizers(weight_quantizer, input_quantizer, method)
-
-    def _conv_forward(self, input, weight, bias):
-        return nn.Conv1d._conv_forward(self, input, weight, bias)
+    _conv_cls = nn.Conv1d
 
 
 class BinaryConv2d(_BinaryConvNd, nn.Conv2d):
     """``y = conv2d(Q_in(x), Q_w(W)) + b``; ``(batch, C_in, H, W) -> (batch, C_out, H', W')``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", weight_quantizer=None,
-                 input_quantizer=None, method="", device=None, dtype=None) -> None:
-        if padding_mode != "zeros":
-            raise ValueError(f"binary convolutions need padding_mode='zeros', got {padding_mode!r}")
-        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                           groups, bias, padding_mode, device=device, dtype=dtype)
-        self._init_quantizers(weight_quantizer, input_quantizer, method)
-
-    def _conv_forward(self, input, weight, bias):
-        return nn.Conv2d._conv_forward(self, input, weight, bias)
+    _conv_cls = nn.Conv2d
 
 
 # float layer type -> binary layer type, used by binarize()

@@ -223,7 +223,6 @@ def summary(
 
     outputs: dict[int, torch.Tensor] = {}  # first output per module (for its shape)
     macs_sum: dict[int, int] = {}  # MACs summed over every call (reused modules count per call)
-    batch = 1
     if example_input is not None or input_shape is not None:
         x = example_input
         if x is None:
@@ -233,7 +232,7 @@ def summary(
             except StopIteration:
                 device, dtype = torch.device("cpu"), torch.float32
             x = torch.zeros((1, *input_shape), device=device, dtype=dtype)
-        batch = x.shape[0]
+        x.shape[0]
         hooks = []
         for _, m in leaves:
             def hook(mod, _inp, out, key=id(m)):

@@ -12,13 +12,20 @@ import torch
 from torch import nn
 
 from binkit.quant import functional
-from binkit.quant.base import InputQuantizer, NotDeployableError, Quantizer, WeightQuantizer
+from binkit.quant.base import (
+    InputQuantizer,
+    NotDeployableError,
+    Quantizer,
+    SteSignInputQuantizer,
+    WeightQuantizer,
+)
 
 __all__ = [
     "functional",
     "Quantizer",
     "WeightQuantizer",
     "InputQuantizer",
+    "SteSignInputQuantizer",
     "NotDeployableError",
     "update_schedules",
     "apply_constraints",

@@ -20,8 +20,9 @@ from pydantic import BaseModel
 from torch import nn
 
 from binkit.entries import NoParams
+from binkit.quant.functional import ste_sign
 
-__all__ = ["Quantizer", "WeightQuantizer", "InputQuantizer", "NotDeployableError"]
+__all__ = ["Quantizer", "WeightQuantizer", "InputQuantizer", "SteSignInputQuantizer", "NotDeployableError"]
 
 
 class NotDeployableError(ValueError):
@@ -105,3 +106,15 @@ class InputQuantizer(Quantizer):
         shape = [1] * x.dim()
         shape[self.channel_dim] = -1
         return v.reshape(shape)
+
+
+class SteSignInputQuantizer(InputQuantizer):
+    """The common binary activation: ``sign(x)`` (sign(0) = +1) with the clipped STE.
+
+    Forward ``q = sign(x)``; backward ``g_x = g * 1[|x| <= clip_value]``, with ``clip_value``
+    read from the params when they have that field, else 1.0. Methods that binarize
+    activations this way (BNN, XNOR-Net, the BiFSMN code) share it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_sign(x, getattr(self.params, "clip_value", 1.0))

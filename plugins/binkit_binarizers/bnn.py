@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from binkit.entries import QuantizerEntry
-from binkit.quant.base import InputQuantizer, WeightQuantizer
+from binkit.quant.base import SteSignInputQuantizer, WeightQuantizer
 from binkit.quant.functional import ste_sign
 
 __all__ = ["BNNParams", "BNNWeightQuantizer", "BNNInputQuantizer", "ENTRY"]
@@ -58,11 +58,8 @@ class BNNWeightQuantizer(WeightQuantizer):
         w.clamp_(-1.0, 1.0)
 
 
-class BNNInputQuantizer(InputQuantizer):
+class BNNInputQuantizer(SteSignInputQuantizer):
     """``a_b = sign(a)``, gradient ``g * 1[|a| <= clip_value]``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ste_sign(x, self.params.clip_value)
 
 
 ENTRY = QuantizerEntry(

@@ -36,8 +36,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from binkit.entries import QuantizerEntry
-from binkit.quant.base import InputQuantizer, WeightQuantizer
-from binkit.quant.functional import per_channel_mean_abs, sign, ste_sign
+from binkit.quant.base import SteSignInputQuantizer, WeightQuantizer
+from binkit.quant.functional import per_channel_mean_abs, sign
 
 __all__ = ["XNORParams", "xnor_weight", "XNORWeightQuantizer", "XNORInputQuantizer", "ENTRY"]
 
@@ -79,11 +79,8 @@ class XNORWeightQuantizer(WeightQuantizer):
         return xnor_weight(w)
 
 
-class XNORInputQuantizer(InputQuantizer):
+class XNORInputQuantizer(SteSignInputQuantizer):
     """``sign(x)`` with clipped STE, ``g * 1[|x| <= 1]``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ste_sign(x, 1.0)
 
 
 ENTRY = QuantizerEntry(
