@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -102,7 +103,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.epochs:
         spec.training.epochs = args.epochs
     out = Path(args.out or Path("runs") / spec.name)
-    result = fit(spec, out, progress=not args.quiet)
+    result = fit(spec, out, progress=not args.quiet, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports
     accs = ", ".join(f"{k} {v:.4f}" for k, v in result.test_acc.items())
     print(f"best epoch {result.best_epoch}; test accuracy: {accs}; run folder: {out}")
     return 0
@@ -142,10 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--markdown", action="store_true")
     s.set_defaults(func=_cmd_summary)
 
-    s = sub.add_parser("train", help="train the experiment a spec describes")
+    s = sub.add_parser("train", help="train the experiment a spec describes (under torchrun: DDP)",
+                       description="Train the experiment a spec describes. Started by torchrun "
+                       "(torchrun --nproc_per_node=N -m binkit train SPEC) it trains with "
+                       "DistributedDataParallel: gloo on CPU, nccl on GPU; rank 0 logs and writes.")
     s.add_argument("spec")
     s.add_argument("-o", "--out", help="run folder (default runs/<spec name>)")
     s.add_argument("--epochs", type=int, help="override training.epochs")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in the output folder from its last checkpoint")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_train)
 

@@ -244,6 +244,12 @@ class TrainingSpec(_Spec):
         default_factory=dict, **_desc("view name -> loss weight; empty = the architecture's defaults"))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0, le=1024, **_desc("torch threads; 0 = torch's default"))
+    select: Literal["best_full", "monotonic_views"] = Field(
+        "best_full",
+        **_desc("checkpoint selection: best full-network validation accuracy; or, as the BiFSMN "
+                "reference, only epochs where it improves AND accuracy strictly decreases with "
+                "thinness over the trained views"))
+    tensorboard: bool = Field(False, **_desc("also log to TensorBoard (needs the tensorboard package)"))
 
 
 class ExportSpec(_Spec):

@@ -8,6 +8,7 @@ first and last Linear stay full precision and the hidden ones are binarized.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,15 +23,16 @@ class MLPParams(BaseModel):
     hidden: int = Field(256, ge=1, le=65536, description="width of every hidden layer")
     depth: int = Field(3, ge=1, le=64, description="number of hidden layers")
     dropout: float = Field(0.0, ge=0, lt=1)
+    norm: Literal["batch", "none"] = Field("batch", description="BatchNorm1d after each hidden Linear, or none")
 
 
 class Block(nn.Module):
-    """``PReLU(BN(Linear(x)))``; ``(batch, in) -> (batch, out)``."""
+    """``PReLU(BN(Linear(x)))`` (BN optional); ``(batch, in) -> (batch, out)``."""
 
-    def __init__(self, in_features: int, out_features: int, dropout: float) -> None:
+    def __init__(self, in_features: int, out_features: int, dropout: float, norm: str = "batch") -> None:
         super().__init__()
         self.fc = nn.Linear(in_features, out_features)
-        self.bn = nn.BatchNorm1d(out_features)
+        self.bn = nn.BatchNorm1d(out_features) if norm == "batch" else nn.Identity()
         self.act = nn.PReLU()
         self.drop = nn.Dropout(dropout)
 
@@ -46,7 +48,7 @@ class MLP(KWSModel):
         self.feature_shape = tuple(feature_shape)
         in_features = math.prod(feature_shape)
         widths = [in_features] + [params.hidden] * params.depth
-        self.blocks = nn.ModuleList(Block(a, b, params.dropout) for a, b in zip(widths, widths[1:]))
+        self.blocks = nn.ModuleList(Block(a, b, params.dropout, params.norm) for a, b in zip(widths, widths[1:]))
         self.classifier = nn.Linear(params.hidden, num_classes)
 
     def forward_features(self, x, view=None):
