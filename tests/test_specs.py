@@ -42,7 +42,7 @@ class TestLoading:
         assert spec.features.shape == (1, 32, 32)  # BiFSMN front-end: 32 mel x 32 frames
         assert spec.training.epochs == 10
         # params normalised to the plugin's full field set
-        assert spec.model.params == {"hidden": 256, "depth": 3, "dropout": 0.0}
+        assert spec.model.params == {"hidden": 256, "depth": 3, "dropout": 0.0, "norm": "batch"}
         xnor_defaults = registry.get("quantizer", "xnor").params().model_dump(mode="json")
         assert spec.binarization.params == xnor_defaults
 
