@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
@@ -38,37 +39,50 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)
 
 
+@lru_cache(maxsize=32)
+def _polyphase_table(sr_in: int, sr_out: int, zero_crossings: int, beta: float,
+                     rolloff: float) -> tuple[int, int, int, np.ndarray]:
+    """``(p, q, half, weights (p, 2 * half))`` for ``sr_out / sr_in = p / q``.
+
+    Output sample ``j`` sits at input position ``j * q / p``; its fractional part, hence its
+    kernel, depends only on ``j mod p``, so the ``p`` kernels are computed once per rate pair.
+    """
+    ratio = Fraction(sr_out, sr_in)
+    p, q = ratio.numerator, ratio.denominator
+    cutoff = rolloff * min(1.0, float(ratio))  # of the input Nyquist
+    half = math.ceil(zero_crossings / cutoff)
+    taps = np.arange(-half + 1, half + 1)  # (2 * half,)
+    frac = (np.arange(p) * q % p) / p  # (p,) fractional input position of phase r
+    d = frac[:, None] - taps[None, :]  # (p, 2 * half) distance in input samples
+    u = np.clip(d / half, -1.0, 1.0)
+    w = cutoff * np.sinc(cutoff * d) * np.i0(beta * np.sqrt(1.0 - u * u)) / np.i0(beta)
+    w.setflags(write=False)
+    return p, q, half, w
+
+
 def resample(x: np.ndarray, sr_in: int, sr_out: int, *, zero_crossings: int = 16,
              beta: float = 8.6, rolloff: float = 0.945) -> np.ndarray:
-    """Band-limited resampling along the last axis (Kaiser-windowed sinc interpolation).
+    """Band-limited resampling along the last axis (Kaiser-windowed sinc, polyphase).
 
     ``(..., samples_in) -> (..., ceil(samples_in * sr_out / sr_in))`` float32. The cutoff is
-    ``rolloff * min(sr_in, sr_out) / 2``; ``zero_crossings`` sets the kernel half-width.
+    ``rolloff * min(sr_in, sr_out) / 2``; ``zero_crossings`` sets the kernel half-width; samples
+    outside the input count as zeros. Kernels are cached per rate pair.
     """
     if sr_in <= 0 or sr_out <= 0:
         raise ValueError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
     if sr_in == sr_out:
         return np.asarray(x, dtype=np.float32)
-    ratio = Fraction(sr_out, sr_in)
+    p, q, half, w = _polyphase_table(int(sr_in), int(sr_out), zero_crossings, beta, rolloff)
     x = np.asarray(x, dtype=np.float64)
-    n_in = x.shape[-1]
-    n_out = math.ceil(n_in * ratio)
-    cutoff = rolloff * min(1.0, float(ratio))  # in cycles per input sample * 2
-    half = int(math.ceil(zero_crossings / cutoff))
-    t = np.arange(n_out) / float(ratio)  # output positions in input samples
-    base = np.floor(t).astype(np.int64)
-    taps = np.arange(-half + 1, half + 1)
-    out = np.zeros(x.shape[:-1] + (n_out,))
-    step = max(1, 262144 // (2 * half))  # bound memory: (step, 2*half) weights per chunk
+    n_out = -(-x.shape[-1] * p // q)  # ceil(n_in * sr_out / sr_in)
+    xp = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(half, half)])  # zeros outside the input
+    taps = np.arange(-half + 1, half + 1) + half  # (2 * half,) offsets into xp
+    out = np.empty(x.shape[:-1] + (n_out,))
+    step = 65536
     for s in range(0, n_out, step):
-        idx = base[s:s + step, None] + taps  # (chunk, 2*half)
-        d = t[s:s + step, None] - idx  # distance in input samples
-        u = np.clip(d / half, -1.0, 1.0)
-        w = cutoff * np.sinc(cutoff * d) * np.i0(beta * np.sqrt(1.0 - u * u)) / np.i0(beta)
-        valid = (idx >= 0) & (idx < n_in)
-        w = np.where(valid, w, 0.0)
-        gathered = x[..., np.clip(idx, 0, n_in - 1)]  # (..., chunk, 2*half)
-        out[..., s:s + step] = np.einsum("...ck,ck->...c", gathered, w)
+        j = np.arange(s, min(n_out, s + step))  # (chunk,)
+        idx = (j * q // p)[:, None] + taps  # (chunk, 2 * half)
+        out[..., s:s + len(j)] = np.einsum("...ck,ck->...c", xp[..., idx], w[j % p])
     return out.astype(np.float32)
 
 
