@@ -111,6 +111,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from binkit.data.synth import synthesize
+
+    m = synthesize(args.out, size=args.size, seed=args.seed, jobs=args.jobs, progress=not args.quiet,
+                   engines=args.engines, words=args.words, overwrite=args.overwrite)
+    splits = ", ".join(f"{k} {v['voices']} voices" for k, v in m["splits"].items())
+    print(f"{args.out}: {m['counts']['clips']} clips from {m['counts']['voices']} voices ({splits}) "
+          f"in {m['elapsed_s']:.0f} s; manifest: {Path(args.out) / 'manifest.json'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from binkit.demo import run_demo
 
@@ -156,6 +167,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in the output folder from its last checkpoint")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("synth", help="write a synthetic Speech Commands V2-layout corpus (espeak-ng, flite, piper)",
+                       description="Write a synthetic keyword corpus in the Speech Commands V2 layout "
+                       "(35 words, _background_noise_, validation/testing lists by the hash split) "
+                       "from three TTS engines. Deterministic for a seed.")
+    s.add_argument("out", help="output folder (must be empty or absent)")
+    s.add_argument("--size", choices=["small", "full"], default="small",
+                   help="small: 12 voices, under a minute; full: 96 voices (default small)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    s.add_argument("--engines", nargs="+", choices=["espeak-ng", "flite", "piper"], help="subset of engines")
+    s.add_argument("--words", nargs="+", help="subset of words (default all 35)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("demo", help="the main job: every registered binarizer on one backbone, one table")
     s.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out)")
