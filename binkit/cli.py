@@ -122,6 +122,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from binkit.train.report import evaluate_run
+
+    report = evaluate_run(args.run, split=args.split, out_dir=args.out)
+    for view, acc in report.accuracy.items():
+        macs = report.macs[view]
+        print(f"view {view:>5}: accuracy {acc:.4f}  (binary MACs {macs['binary']:,}, float MACs {macs['float']:,})")
+    print(f"report: {report.files['markdown']}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from binkit.demo import run_demo
 
@@ -167,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in the output folder from its last checkpoint")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("eval", help="evaluate a run: accuracy per view, per-class precision/recall, confusion matrix")
+    s.add_argument("run", help="run folder (or its model.pt)")
+    s.add_argument("--split", choices=["train", "val", "test"], default="test")
+    s.add_argument("-o", "--out", help="report folder (default RUN/reports)")
+    s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("synth", help="write a synthetic Speech Commands V2-layout corpus (espeak-ng, flite, piper)",
                        description="Write a synthetic keyword corpus in the Speech Commands V2 layout "

@@ -1,0 +1,136 @@
+"""Evaluation reports for a trained run: accuracy per view, per-class precision and recall,
+a confusion matrix (PNG) and a Markdown report (``binkit eval RUN``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from binkit.atomic import atomic_path, atomic_write_text
+from binkit.data.splits import LabeledSplits
+from binkit.nn.summary import summary
+from binkit.train.build import load_checkpoint
+
+__all__ = ["EvalReport", "evaluate_run", "confusion_matrix", "per_class_metrics"]
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(num_classes, num_classes)`` int64 counts; rows are true labels, columns predictions."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def per_class_metrics(cm: np.ndarray) -> list[dict[str, float]]:
+    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    return [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for p, r, f, s in zip(precision, recall, f1, support)]
+
+
+@dataclass
+class EvalReport:
+    split: str
+    labels: list[str]
+    accuracy: dict[str, float]
+    macs: dict[str, dict[str, int]]
+    confusion: np.ndarray
+    per_class: list[dict[str, float]]
+    files: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "labels": self.labels, "accuracy": self.accuracy, "macs": self.macs,
+                "confusion": self.confusion.tolist(), "per_class": dict(zip(self.labels, self.per_class)),
+                "files": self.files}
+
+
+def _plot_confusion(cm: np.ndarray, labels: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * n, 1.0 + 0.45 * n), dpi=120)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+@torch.no_grad()
+def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | None = None,
+                 data: LabeledSplits | None = None, batch_size: int = 256) -> EvalReport:
+    """Evaluate a run folder (or ``model.pt``) on ``split``; write ``eval_<split>.{md,json}`` and
+    ``confusion_<split>.png`` into ``out_dir`` (default ``<run>/reports``)."""
+    run = Path(run)
+    ckpt = run / "model.pt" if run.is_dir() else run
+    model, meta = load_checkpoint(ckpt)
+    resolved = meta["resolved"]
+    if data is None:
+        data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+    if list(data.labels) != list(meta["labels"]):
+        raise ValueError(f"{ckpt}: trained on labels {meta['labels']}, the data now gives {data.labels}")
+    views: list[str | None] = list(resolved.views) or [None]
+    preds: dict[str, list[np.ndarray]] = {("full" if v is None else v): [] for v in views}
+    truth = []
+    for x, y in data.batches(split, batch_size):
+        for v in views:
+            logits = model(x) if v is None else model(x, view=v)
+            preds["full" if v is None else v].append(logits.argmax(-1).numpy())
+        truth.append(y.numpy())
+    y_true = np.concatenate(truth)
+    accuracy = {k: float((np.concatenate(p) == y_true).mean()) for k, p in preds.items()}
+    first = next(iter(preds))
+    cm = confusion_matrix(y_true, np.concatenate(preds[first]), len(data.labels))
+    per_class = per_class_metrics(cm)
+    macs = {}
+    for v in views:
+        s = summary(model, print_fn=None, forward_kwargs={"view": v} if v is not None else None)
+        macs["full" if v is None else v] = {"binary": s.binary_macs, "float": s.float_macs}
+
+    out = Path(out_dir) if out_dir is not None else (ckpt.parent / "reports")
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"confusion_{split}.png"
+    _plot_confusion(cm, list(data.labels), f"{resolved.spec.name} ({split}, view {first}): "
+                    f"accuracy {accuracy[first]:.4f}", png)
+    report = EvalReport(split, list(data.labels), accuracy, macs, cm, per_class,
+                        {"png": str(png), "markdown": str(out / f"eval_{split}.md"),
+                         "json": str(out / f"eval_{split}.json")})
+    lines = [f"# {resolved.spec.name}: evaluation on {split} ({len(y_true)} clips)", "",
+             f"Checkpoint: `{ckpt}` (selected epoch {meta.get('best_epoch', '?')})", "",
+             "| view | accuracy | binary MACs | float MACs |", "|---|---|---|---|"]
+    lines += [f"| {k} | {a:.4f} | {macs[k]['binary']:,} | {macs[k]['float']:,} |" for k, a in accuracy.items()]
+    lines += ["", f"Per class (view {first}):", "", "| label | precision | recall | F1 | support |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {lab} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+              for lab, m in zip(data.labels, per_class)]
+    lines += ["", f"![confusion matrix]({png.name})", ""]
+    if data.info:
+        lines += ["Data: " + ", ".join(f"{k}={data.info[k]}" for k in ("dataset", "version", "task", "protocol")
+                                       if k in data.info), ""]
+    atomic_write_text(out / f"eval_{split}.md", "\n".join(lines))
+    atomic_write_text(out / f"eval_{split}.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
