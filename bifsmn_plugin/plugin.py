@@ -15,3 +15,19 @@ def binkit_quantizers():
     from bifsmn_plugin import binarizer
 
     return [binarizer.ENTRY]
+
+
+@hookimpl
+def binkit_architectures():
+    """``bifsmn`` (thinnable student), ``bifsmn_teacher`` (FP teacher), ``dfsmn`` (FP baseline)."""
+    from bifsmn_plugin import dfsmn
+
+    return list(dfsmn.ENTRIES)
+
+
+@hookimpl
+def binkit_distillers():
+    """``hed``: High-frequency Enhancement Distillation on the DFSMN block taps."""
+    from bifsmn_plugin import hed
+
+    return [hed.ENTRY]

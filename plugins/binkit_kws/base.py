@@ -19,6 +19,13 @@ class KWSModel(nn.Module):
         super().__init__()
         self.taps: dict[str, torch.Tensor] = {}
 
+    def __getstate__(self) -> dict:
+        # Taps of the last forward are non-leaf tensors, which deepcopy refuses (binarize()
+        # copies the model); they are per-call outputs, not state.
+        state = super().__getstate__()
+        state["taps"] = {}
+        return state
+
     def forward_features(self, x: torch.Tensor, view: str | None = None) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
 
