@@ -134,6 +134,9 @@ class FeaturesSpec(_Spec):
     def _check_windows(self) -> "FeaturesSpec":
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        if self.n_fft % 2:
+            # torchaudio places odd-n_fft bins off the rfft frequencies and its frame count differs
+            raise ValueError(f"n_fft ({self.n_fft}) must be even")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError(f"n_mfcc ({self.n_mfcc}) must be <= n_mels ({self.n_mels})")
         nyquist = self.sample_rate / 2

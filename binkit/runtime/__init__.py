@@ -1,9 +1,10 @@
 """The torch-free runtime: what a deployment device imports.
 
 Nothing under ``binkit.runtime`` imports torch (a test guards it): a Raspberry Pi installs numpy,
-the compiled engine and binkit's base dependencies only. This package grows the artifact loader,
-the numpy front-end and the streaming detector; today it holds the bit conventions
-(:mod:`binkit.runtime.bits`) and backend discovery.
+the compiled engine and binkit's base dependencies only. Today it holds audio reading
+(:mod:`binkit.runtime.audio`), the numpy twin of the training front-end
+(:mod:`binkit.runtime.frontend`), the bit conventions (:mod:`binkit.runtime.bits`) and backend
+discovery; the artifact loader and the streaming detector join it with the engine.
 """
 
 from __future__ import annotations

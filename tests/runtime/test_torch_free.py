@@ -14,7 +14,7 @@ def run_isolated(code: str) -> subprocess.CompletedProcess:
 def test_import_binkit_runtime_does_not_import_torch():
     proc = run_isolated("""
         import sys
-        import binkit, binkit.runtime, binkit.runtime.bits
+        import binkit, binkit.runtime, binkit.runtime.bits, binkit.runtime.frontend, binkit.runtime.audio
         # listing backends loads every registered plugin's hook module
         names = binkit.runtime.backend_names()
         assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
