@@ -1,4 +1,14 @@
-"""``bifsmn_code``: the official BiFSMN code's v1 "Vanilla" binarizer, reproduced faithfully.
+"""BiFSMN's binarizers: ``bifsmn`` (deployable, the default) and ``bifsmn_code`` (the official
+code's v1 "Vanilla" rule, reproduced faithfully for fidelity runs).
+
+``bifsmn`` extends the code's Linear rule to every layer, as bifsmn.md section 4.1 recommends::
+
+    forward:   W_b = sg(mean |W_o|) * sign(W)       one scale per OUTPUT CHANNEL (over in and taps)
+    backward:  g_W = g * 1[|W| <= 1]
+    inputs:    q = sign(x), g_x = g * 1[|x| <= 1]   (sign(0) = +1)
+
+so every binarized layer is ``sign(W)`` times one float per output channel, which folds into the
+engine's per-channel multiplier. The rest of this docstring describes ``bifsmn_code``.
 
 This is the scale rule of ``htqin/BiFSMN`` ``basic.py`` (``BiLinearVanilla``,
 ``BiConv1dVanilla``, ``BiConv2dVanilla``; see ``shared/reference/bifsmn.md`` section 4), kept so
@@ -54,6 +64,9 @@ __all__ = [
     "BiFSMNCodeWeightQuantizer",
     "BiFSMNCodeInputQuantizer",
     "ENTRY",
+    "bifsmn_weight",
+    "BiFSMNWeightQuantizer",
+    "DEPLOYABLE_ENTRY",
 ]
 
 NOT_DEPLOYABLE_REASON = (
@@ -125,4 +138,34 @@ ENTRY = QuantizerEntry(
     "centring for convs), for reproducing the paper; not deployable.",
     reference="Qin et al., BiFSMN: Binary Neural Network for Keyword Spotting, IJCAI 2022, "
     "arXiv:2202.06483",
+)
+
+
+# --- bifsmn: the deployable variant -----------------------------------------------------------
+
+
+def bifsmn_weight(w: torch.Tensor) -> torch.Tensor:
+    """``sg(mean |W_o|) * sign(W)`` per output channel, STE ``g * 1[|W| <= 1]``; same shape."""
+    scale = w.detach().abs().reshape(w.shape[0], -1).mean(dim=1)  # (out,)
+    return _ScaledSignSTE.apply(w, scale.reshape((-1,) + (1,) * (w.dim() - 1)))
+
+
+class BiFSMNWeightQuantizer(WeightQuantizer):
+    """Deployable BiFSMN weights (:func:`bifsmn_weight`); ``export_scale`` is ``mean |W_o|``."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return bifsmn_weight(w)
+
+
+DEPLOYABLE_ENTRY = QuantizerEntry(
+    name="bifsmn",
+    weight=BiFSMNWeightQuantizer,
+    input=BiFSMNCodeInputQuantizer,
+    params=BiFSMNCodeParams,
+    precision=1,
+    packing="sign",
+    description="BiFSMN, deployable: the code's per-row rule applied per output channel to every "
+    "layer (sign inputs, clipped STE); the default for BiFSMN models.",
+    reference="Qin et al., BiFSMN: Binary Neural Network for Keyword Spotting, IJCAI 2022, "
+    "arXiv:2202.06483 (per-channel variant: shared/reference/bifsmn.md section 4.1)",
 )

@@ -11,10 +11,10 @@ from binkit import hookimpl
 
 @hookimpl
 def binkit_quantizers():
-    """``bifsmn_code``: the official BiFSMN code's binarizer (not deployable)."""
+    """``bifsmn`` (deployable, per output channel) and ``bifsmn_code`` (the official code's rule)."""
     from bifsmn_plugin import binarizer
 
-    return [binarizer.ENTRY]
+    return [binarizer.DEPLOYABLE_ENTRY, binarizer.ENTRY]
 
 
 @hookimpl

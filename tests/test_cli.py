@@ -40,8 +40,9 @@ def test_plugins_lists_every_kind(capsys):
 def test_plugins_json_and_filter(capsys):
     assert main(["plugins", "--kind", "quantizer", "--filter", "bi*", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["quantizer"]
-    assert [r["name"] for r in rows] == ["bifsmn_code", "bireal"]
-    assert rows[1]["precision"] == 1 and rows[1]["packing"] == "sign"
+    assert [r["name"] for r in rows] == ["bifsmn", "bifsmn_code", "bireal"]
+    assert rows[2]["precision"] == 1 and rows[2]["packing"] == "sign"
+    assert rows[1]["packing"] == "not deployable"
 
 
 def test_check_valid_and_show(tiny_spec, capsys):

@@ -11,7 +11,7 @@ from binkit import hookimpl, hookspecs, registry
 from binkit.entries import ArchitectureEntry, BackendEntry, QuantizerEntry
 from binkit.errors import DuplicateNameError, PluginError, PluginLoadError, UnknownNameError
 
-FIRST_PARTY_QUANTIZERS = {"bnn", "xnor", "dorefa", "bireal", "irnet", "reactnet", "bifsmn_code"}
+FIRST_PARTY_QUANTIZERS = {"bnn", "xnor", "dorefa", "bireal", "irnet", "reactnet", "bifsmn", "bifsmn_code"}
 
 
 class TestEntryPoints:
@@ -61,7 +61,7 @@ class TestLookups:
             binkit.register_architecture(ArchitectureEntry(name=n, factory=lambda *a: None))
         assert registry.names("architecture", include="zz*") == ["zz1", "zz9", "zz10"]
         assert registry.names("architecture", include="zz*", exclude=["zz9"]) == ["zz1", "zz10"]
-        assert registry.names("quantizer", include=["bi*"]) == ["bifsmn_code", "bireal"]
+        assert registry.names("quantizer", include=["bi*"]) == ["bifsmn", "bifsmn_code", "bireal"]
 
     def test_alias_forwards_with_a_warning(self, clean_registry):
         registry.register_alias("quantizer", "xnor_net", "xnor")

@@ -183,3 +183,25 @@ class TestBinaryLayers:
         ref_w = ref_linear_weight(w) if w.dim() == 2 else ref_conv_weight(w)
         expected = op(ref_sign(x), ref_w, layer.bias.detach())
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+class TestDeployableBiFSMN:
+    """``bifsmn``: per-output-channel scale mean|W_o|, STE 1[|W| <= 1], sign inputs."""
+
+    def test_forward_backward_formula(self):
+        import torch
+
+        from binkit import registry
+
+        entry = registry.get("quantizer", "bifsmn")
+        assert entry.deployable and entry.packing == "sign"
+        w = torch.tensor([[[0.5, -1.0, 0.0]], [[2.0, -0.25, 1.0]]], requires_grad=True)  # (2, 1, 3)
+        q = entry.weight(entry.params(), tuple(w.shape))
+        out = q(w)
+        alpha = torch.tensor([1.5 / 3, 3.25 / 3]).reshape(2, 1, 1)
+        expected = alpha * torch.tensor([[[1.0, -1.0, 1.0]], [[1.0, -1.0, 1.0]]])
+        torch.testing.assert_close(out, expected)
+        g = torch.arange(6.0).reshape(2, 1, 3)
+        (gw,) = torch.autograd.grad(out, w, g)
+        torch.testing.assert_close(gw, g * torch.tensor([[[1.0, 1.0, 1.0]], [[0.0, 1.0, 1.0]]]))
+        torch.testing.assert_close(q.export_scale(w.detach()), alpha.flatten())
