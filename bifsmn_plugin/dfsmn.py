@@ -428,6 +428,7 @@ _REFERENCE = ("Qin et al., BiFSMN: Binary Neural Network for Keyword Spotting, I
 ENTRIES = [
     ArchitectureEntry(
         name="bifsmn", factory=_create_dfsmn, params=DFSMNParams, capabilities=_capabilities,
+        load_pretrained=load_teacher_weights,
         description="thinnable DFSMN student of BiFSMN (views 8/4/2/1, per-view BN+PReLU, PReLU)",
         reference=_REFERENCE,
     ),
@@ -439,6 +440,7 @@ ENTRIES = [
     ),
     ArchitectureEntry(
         name="dfsmn", factory=_create_dfsmn, params=DFSMNParams, capabilities=_capabilities,
+        load_pretrained=load_teacher_weights,
         description="the thinnable DFSMN student's shape as a full-precision baseline",
         reference="Zhang et al., Deep-FSMN, ICASSP 2018, arXiv:1803.05030; " + _REFERENCE,
     ),

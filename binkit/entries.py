@@ -117,11 +117,15 @@ class ArchitectureEntry(_Entry):
 
     ``feature_shape`` is the per-example input shape without the batch dimension, e.g.
     ``(1, n_mels, frames)``. ``capabilities(params)`` describes taps and views.
+    ``load_pretrained(model, state_dict) -> list[str]`` (optional) initialises a model from
+    another one's weights (e.g. a student from its teacher) and returns the keys it left at their
+    initial values; without it the trainer loads every tensor whose name and shape match.
     """
 
     factory: Callable[..., Any] | None = None
     params: type[BaseModel] = NoParams
     capabilities: Callable[[BaseModel], Capabilities] = lambda params: Capabilities()
+    load_pretrained: Callable[[Any, Any], list[str]] | None = None
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,9 @@ class TrainingSpec(_Spec):
                 "reference, only epochs where it improves AND accuracy strictly decreases with "
                 "thinness over the trained views"))
     tensorboard: bool = Field(False, **_desc("also log to TensorBoard (needs the tensorboard package)"))
+    init_from: str = Field("", **_desc(
+        "initialise the model from this checkpoint (e.g. the FP teacher, as BiFSMN's --pretrained); "
+        "tensors whose name and shape match are loaded, or the architecture's own mapping is used"))
 
 
 class ExportSpec(_Spec):

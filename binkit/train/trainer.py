@@ -207,6 +207,34 @@ def _save_model(path: Path, spec_toml: str, data: LabeledSplits, state_dict: dic
                     "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}, tmp)
 
 
+def _init_from(model: nn.Module, resolved: ResolvedExperiment, path: str, ctx: DistContext) -> None:
+    """Load ``path``'s weights into ``model`` (architecture mapping, else name+shape matches)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"training.init_from: checkpoint not found: {p}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as exc:
+        raise ValueError(f"training.init_from: {p} is not a binkit checkpoint ({type(exc).__name__}: {exc})") from None
+    loader = resolved.architecture.load_pretrained
+    if loader is not None:
+        left = loader(model, state)
+    else:
+        own = model.state_dict()
+        loadable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(loadable, strict=False)
+        left = [k for k in own if k not in loadable]
+    loaded = len(model.state_dict()) - len(left)
+    if loaded == 0:
+        raise ValueError(f"training.init_from: no tensor of {p} fits architecture "
+                         f"{resolved.architecture.name!r} (names or shapes differ everywhere)")
+    if ctx.is_main:
+        print(f"[{resolved.spec.name}] initialised {loaded} tensors from {p}; "
+              f"{len(left)} keep their initial values", flush=True)
+
+
 def fit(spec: ExperimentSpec | ResolvedExperiment, out_dir: str | Path | None = None, *,
         progress: bool = True, data: LabeledSplits | None = None, resume: bool = False) -> TrainResult:
     """Train the experiment ``spec`` describes; return the selected model and its metrics.
@@ -265,6 +293,9 @@ def _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume) -> Tra
         for p in teacher.parameters():
             p.requires_grad_(False)
         distiller = resolved.distiller.factory(resolved.distiller_params)
+
+    if t.init_from:
+        _init_from(model, resolved, t.init_from, ctx)
 
     optimizer = _make_optimizer(spec, model.parameters())
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
