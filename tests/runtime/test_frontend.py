@@ -24,7 +24,7 @@ import torchaudio
 
 from binkit.data.features import build_frontend
 from binkit.runtime import frontend as F
-from binkit.runtime.frontend import NumpyFrontEnd
+from binkit.runtime.frontend import PARITY_DB, PARITY_MFCC, PARITY_NATS, NumpyFrontEnd
 from binkit.specs import FeaturesSpec
 
 KINDS = ["bifsmn_logmel", "logmel", "mfcc"]
@@ -369,3 +369,17 @@ def test_import_is_torch_free():
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok (1, 40, 101)")
+
+
+@pytest.mark.parametrize("kind", ["bifsmn_logmel", "logmel", "mfcc"])
+def test_numpy_twin_matches_the_training_pipelines_fast_frontend(kind):
+    """Deployment features vs the features training actually used (BatchFrontEnd)."""
+    from binkit.data.features import BatchFrontEnd
+
+    spec = FeaturesSpec(kind=kind)
+    x = np.stack([speech_like(spec.num_samples, spec.sample_rate, s) for s in range(3)]).astype(np.float32)
+    with torch.no_grad():
+        fast = BatchFrontEnd(spec)(torch.from_numpy(x)).numpy().astype(np.float64)
+    twin = NumpyFrontEnd(spec)(x).astype(np.float64)
+    bound = {"bifsmn_logmel": PARITY_DB, "logmel": PARITY_NATS, "mfcc": PARITY_MFCC}[kind]
+    assert np.abs(fast - twin).max() <= bound
