@@ -463,7 +463,7 @@ def synthesize(out_dir: str | os.PathLike[str], size: str = "small", seed: int =
         raise ValueError(f"noise_seconds must be > 0, got {noise_seconds}")
 
     base = voices_for(size, engine_names)
-    salt = choose_salt(base, int(seed))
+    salt = choose_salt(base, int(seed), min_per_split=min(spec.min_voices_per_split, (len(base) - 1) // 2))
     voices = [v.with_salt(salt) for v in base]
     settings_table(voices)  # raises on an ID collision
     splits = {v.voice_id: voice_split(v) for v in voices}

@@ -7,8 +7,8 @@ A :class:`Voice` is an engine plus its voice name and settings. Its *settings st
 (speech_commands.md §3) keeps every voice in one partition, as the real data does with speakers.
 
 The salt is chosen per corpus by :func:`choose_salt`: the seed, plus a counter bumped until each of
-training, validation and testing holds at least one voice (with 12 voices the plain 80/10/10 hash
-rule leaves validation or testing empty about half the time: 2 * 0.9**12 - 0.8**12 = 0.49; with 96
+validation and testing holds at least ``min_voices_per_split`` voices and training the rest (the
+plain 80/10/10 hash rule on 24 voices often leaves validation or testing with 0 or 1 voice; with 96
 voices almost never). It is deterministic for a seed, and a different seed gives other IDs.
 
 Identity parameters (all engines also take ``warp``, a resampling factor applied after synthesis:
@@ -19,7 +19,8 @@ Identity parameters (all engines also take ``warp``, a resampling factor applied
   ``int_f0_target_mean``, so its identities vary ``warp`` instead);
 - piper: ``voice = en_US-joe-medium``, ``length_scale``, ``noise_scale``, ``noise_w_scale``.
 
-Sizes: ``full`` has 96 identities (espeak-ng 56, flite 24, piper 16), ``small`` 12 (5/4/3).
+Sizes: ``full`` has 96 identities (espeak-ng 56, flite 24, piper 16), ``small`` 24 (10/8/6) with at
+least 2 voices in each of validation and testing.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class SynthSize:
         noise_seconds: length of each ``_background_noise_`` file.
         babble_talkers: voices mixed into ``babble_noise.wav``.
         voices: builds the voice list (unsalted).
+        min_voices_per_split: fewest voices validation and testing may each get.
     """
 
     name: str
@@ -133,6 +135,7 @@ class SynthSize:
     noise_seconds: float
     babble_talkers: int
     voices: Callable[[], list[Voice]] = field(repr=False, compare=False)
+    min_voices_per_split: int = 1
 
 
 # --- voice tables ------------------------------------------------------------------------------
@@ -190,6 +193,18 @@ def _small_voices() -> list[Voice]:
         Voice.make("piper", _PIPER, length_scale=0.95, noise_scale=0.667, noise_w_scale=0.8, warp=0.96),
         Voice.make("piper", _PIPER, length_scale=1.05, noise_scale=0.667, noise_w_scale=0.8, warp=1.04),
         Voice.make("piper", _PIPER, length_scale=1.0, noise_scale=0.5, noise_w_scale=0.6, warp=1.0),
+        Voice.make("espeak-ng", "en-us+f1", pitch=70, speed=150),
+        Voice.make("espeak-ng", "en-gb-x-rp+m2", pitch=40, speed=165),
+        Voice.make("espeak-ng", "en-gb-x-gbclan+f5", pitch=60, speed=140),
+        Voice.make("espeak-ng", "en-us+m7", pitch=30, speed=175),
+        Voice.make("espeak-ng", "en-gb-x-gbcwmd+m4", pitch=52, speed=158),
+        Voice.make("flite", "kal16", duration_stretch=1.1, f0_mean=95.0, warp=1.05),
+        Voice.make("flite", "awb", duration_stretch=1.05, f0_mean=120.0, warp=0.95),
+        Voice.make("flite", "rms", duration_stretch=0.95, warp=1.08),
+        Voice.make("flite", "slt", duration_stretch=1.08, f0_mean=215.0, warp=1.03),
+        Voice.make("piper", _PIPER, length_scale=0.9, noise_scale=0.6, noise_w_scale=0.7, warp=1.08),
+        Voice.make("piper", _PIPER, length_scale=1.1, noise_scale=0.75, noise_w_scale=0.9, warp=0.92),
+        Voice.make("piper", _PIPER, length_scale=1.0, noise_scale=0.8, noise_w_scale=0.5, warp=0.98),
     ]
 
 
@@ -206,7 +221,8 @@ _BABBLE = (
 )
 
 SIZES: dict[str, SynthSize] = {
-    "small": SynthSize("small", takes=2, noise_seconds=20.0, babble_talkers=4, voices=_small_voices),
+    "small": SynthSize("small", takes=2, noise_seconds=20.0, babble_talkers=4, voices=_small_voices,
+                       min_voices_per_split=2),
     "full": SynthSize("full", takes=2, noise_seconds=60.0, babble_talkers=8, voices=_full_voices),
 }
 
@@ -235,20 +251,23 @@ def babble_talkers(count: int, engines: Iterable[str] | None = None) -> list[Voi
 
 # --- hash split --------------------------------------------------------------------------------
 
-def choose_salt(voices: list[Voice], seed: int, max_tries: int = 10_000) -> str:
-    """Smallest salt ``"<seed>"``, ``"<seed>.1"``, ``"<seed>.2"``, ... giving every split a voice.
+def choose_salt(voices: list[Voice], seed: int, max_tries: int = 10_000, min_per_split: int = 1) -> str:
+    """Smallest salt ``"<seed>"``, ``"<seed>.1"``, ... giving validation and testing at least
+    ``min_per_split`` voices each and training at least one.
 
-    Also requires the salted IDs to be distinct. Needs at least 3 voices.
+    Also requires the salted IDs to be distinct. Needs at least ``2 * min_per_split + 1`` voices.
     """
-    if len(voices) < 3:
-        raise ValueError(f"need at least 3 voices for a train/validation/test split, got {len(voices)}")
+    if len(voices) < 2 * min_per_split + 1:
+        raise ValueError(f"need at least {2 * min_per_split + 1} voices for a train/validation/test split "
+                         f"with {min_per_split} per held-out split, got {len(voices)}")
     for k in range(max_tries):
         salt = str(seed) if k == 0 else f"{seed}.{k}"
         ids = [v.with_salt(salt).voice_id for v in voices]
         if len(set(ids)) != len(ids):
             continue
-        splits = {which_set(f"{i}_nohash_0.wav") for i in ids}
-        if splits == {"training", "validation", "testing"}:
+        splits = [which_set(f"{i}_nohash_0.wav") for i in ids]
+        if (splits.count("training") >= 1 and splits.count("validation") >= min_per_split
+                and splits.count("testing") >= min_per_split):
             return salt
     raise RuntimeError(f"no salt in {max_tries} tries gives non-empty splits for {len(voices)} voices")
 
