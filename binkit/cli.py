@@ -136,8 +136,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from binkit.demo import run_demo
 
-    methods = args.methods.split(",") if args.methods else None
-    run_demo(args.out, spec_path=args.spec, methods=methods, epochs=args.epochs, progress=not args.quiet)
+    run_demo(args.grid, epochs=args.epochs, progress=not args.quiet)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from binkit.train.compare import run_grid
+
+    only = args.only.split(",") if args.only else None
+    rows, out = run_grid(args.grid, progress=not args.quiet, only=only, epochs=args.epochs)
+    print((out / "compare.md").read_text())
+    print(f"table: {out / 'compare.md'}; plot: {out / 'compare.png'}")
     return 0
 
 
@@ -200,11 +209,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
 
-    s = sub.add_parser("demo", help="the main job: every registered binarizer on one backbone, one table")
-    s.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out)")
-    s.add_argument("--spec", help="base spec (default configs/demo_tones.toml)")
-    s.add_argument("--methods", help="comma-separated quantizer names (default: all registered)")
-    s.add_argument("--epochs", type=int, help="override training.epochs")
+    s = sub.add_parser("compare", help="train a grid of specs (binarizer x backbone, ablations) and tabulate",
+                       description="Train every cell of a grid TOML (see binkit.train.compare), skipping "
+                       "finished cells and resuming unfinished ones; write compare.md/.json/.png.")
+    s.add_argument("grid")
+    s.add_argument("--only", help="comma-separated cell names to run")
+    s.add_argument("--epochs", type=int, help="override training.epochs of every cell")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_compare)
+
+    s = sub.add_parser("demo", help="the main job: synthetic corpus -> FP teacher -> BiFSMN -> per-view table",
+                       description="Run configs/demo.toml: build the synthetic small corpus if absent, train "
+                       "the FP teacher, the BiFSMN student and a plain binarizer, evaluate every view "
+                       "and print accuracy, size, MACs and latency per view (runs/demo/demo.md).")
+    s.add_argument("--grid", help="demo grid (default configs/demo.toml)")
+    s.add_argument("--epochs", type=int, help="override training.epochs of every run (quick look)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_demo)
     return p

@@ -1,9 +1,14 @@
-"""The main job (``binkit demo``): every registered binarizer on one backbone, one table.
+"""The main job (``binkit demo``): BiFSMN end to end on the embedded default corpus.
 
-Until the BiFSMN pipeline lands this runs the best end-to-end path that exists: the synthetic
-``tones`` task, a full-precision baseline, then each registered quantizer method with the same
-data, architecture and schedule; it writes ``report.md`` and ``results.json`` to the output
-folder and prints the comparison table.
+Steps: build the synthetic ``small`` corpus if absent -> train the full-precision teacher ->
+train the BiFSMN student (thinnable views + HED, initialised from the teacher) and a plain
+binarizer on the same backbone -> evaluate each view -> one table of accuracy, size, MACs and
+latency per view, plus a report folder (comparison plot, confusion matrix, per-class metrics).
+
+The grid is ``configs/demo.toml``; every step is an ordinary ``binkit compare`` cell, so a second
+``binkit demo`` reuses finished runs. Latency is the PyTorch eval-mode forward (batch 1, one
+thread): binary layers there are float simulations; the packed engine arrives with the export
+issue and will add its own column.
 """
 
 from __future__ import annotations
@@ -12,91 +17,95 @@ import json
 import time
 from pathlib import Path
 
-from binkit import registry
+import torch
+
 from binkit.atomic import atomic_write_text
-from binkit.nn.summary import summary
-from binkit.specs import ExperimentSpec, load_spec, resolve
+from binkit.train.compare import load_grid, run_grid, to_markdown
 
-__all__ = ["run_demo", "DEFAULT_SPEC"]
+__all__ = ["run_demo", "DEFAULT_GRID", "estimate_seconds"]
 
-DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "configs" / "demo_tones.toml"
-SECONDS_PER_RUN_ESTIMATE = 20  # measured on the 2-core CI machine type, see benchmarks/RESULTS.md
+DEFAULT_GRID = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
 
-
-def _variant(base: ExperimentSpec, method: str | None) -> ExperimentSpec:
-    spec = base.model_copy(deep=True)
-    if method is None:
-        spec.name = f"{base.name}-fp"
-        spec.binarization.enabled = False
-    else:
-        spec.name = f"{base.name}-{method}"
-        spec.binarization.method = method
-        spec.binarization.params = {}
-    return spec
+# Measured on the 2-core CI machine type with the synthetic small corpus (tf protocol, 480
+# training clips, batch 96): seconds per epoch per forward+backward pass of the DFSMN (one per
+# trained view; a frozen teacher's forward counts a third), and the corpus build.
+SECONDS_PER_PASS_EPOCH = 0.8
+SYNTH_SECONDS = 30
 
 
-def run_demo(out_dir: str | Path = "demo_out", spec_path: str | Path | None = None,
-             methods: list[str] | None = None, epochs: int | None = None, progress: bool = True) -> list[dict]:
-    """Train FP + each method; return the result rows (also written to ``out_dir``)."""
-    from binkit.train import fit
+def estimate_seconds(cells) -> float:
+    """Rough wall time of the grid's untrained cells on 2 cores."""
+    total = 0.0
+    for _, resolved in cells:
+        views = [v for v, w in resolved.views.items() if w > 0] or ["full"]
+        passes = len(views) + (len(views) / 3 if resolved.distiller is not None else 0)
+        total += resolved.spec.training.epochs * passes * SECONDS_PER_PASS_EPOCH
+    return total
 
-    base = load_spec(spec_path or DEFAULT_SPEC)
-    if epochs is not None:
-        base.training.epochs = epochs
-    methods = methods if methods is not None else registry.names("quantizer")
-    for m in methods:
-        registry.get("quantizer", m)  # fail fast on unknown names
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = [None, *methods]
-    print(f"binkit demo: {len(runs)} runs (full precision + {', '.join(methods)}) on "
-          f"'{base.data.dataset}' with '{base.model.architecture}', {base.training.epochs} epochs each; "
-          f"expect about {len(runs) * SECONDS_PER_RUN_ESTIMATE // 60 + 1} min on 2 cores.", flush=True)
 
-    data = None
-    rows = []
-    for method in runs:
-        resolved = resolve(_variant(base, method))
-        if data is None:
-            data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
-        name = method or "fp32"
-        t0 = time.perf_counter()
-        result = fit(resolved, out / name, progress=progress, data=data)
-        s = summary(result.model, print_fn=None)
-        entry = resolved.quantizer
-        rows.append({
-            "method": name,
-            "precision": "32" if entry is None else str(entry.precision_for(resolved.quantizer_params)),
-            "deployable": "n/a" if entry is None else ("yes" if entry.deployable else "no"),
-            "test_acc": result.test_acc["full"],
-            "val_acc": result.val_acc["full"],
-            "best_epoch": result.best_epoch,
-            "params": s.total_params,
-            "memory_kib": s.memory_bytes / 1024,
-            "compression": s.compression_ratio,
-            "binary_macs": s.binary_macs,
-            "float_macs": s.float_macs,
-            "seconds": time.perf_counter() - t0,
-        })
-        print(f"  {name:<12} test acc {result.test_acc['full']:.3f}  ({rows[-1]['seconds']:.0f}s)", flush=True)
+@torch.no_grad()
+def _latency_ms(model: torch.nn.Module, shape: tuple[int, ...], view: str | None, runs: int = 200) -> float:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.zeros((1, *shape))
+        call = (lambda: model(x)) if view is None else (lambda: model(x, view=view))
+        for _ in range(20):
+            call()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        return 1000 * times[len(times) // 2]
+    finally:
+        torch.set_num_threads(threads)
 
-    table = _markdown(rows, base)
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(out / "report.md", table)
+
+def run_demo(grid_path: str | Path | None = None, *, epochs: int | None = None, progress: bool = True) -> Path:
+    """Run the demo grid; print and write the final table; return the output folder."""
+    from binkit.nn.summary import summary
+    from binkit.train.build import load_checkpoint
+    from binkit.train.report import evaluate_run
+
+    grid_path = Path(grid_path or DEFAULT_GRID)
+    if not grid_path.is_file():
+        raise FileNotFoundError(f"demo grid not found: {grid_path} (run from a binkit checkout)")
+    grid, cells, out = load_grid(grid_path, epochs=epochs)
+    root = Path(cells[0][1].spec.data.params.get("root", ""))
+    todo = [c for c in cells if not ((out / c[0].name / "result.json").is_file())]
+    expect = estimate_seconds(todo) + (SYNTH_SECONDS if root and not root.exists() else 0)
+    print(f"binkit demo: {len(cells)} runs ({', '.join(c.name for c, _ in cells)}) on "
+          f"'{cells[0][1].spec.data.dataset}' ({root}); {len(todo)} to train; "
+          f"expect about {max(1, round(expect / 60))} min on 2 cores.", flush=True)
+    started = time.perf_counter()
+    rows, out = run_grid(grid_path, progress=progress, epochs=epochs)
+
+    table = ["| run | view | test accuracy | binary MACs | float MACs | size KiB (1-bit weights) | "
+             "PyTorch latency ms |", "|---|---|---|---|---|---|---|"]
+    final = []
+    for row in rows:
+        model, meta = load_checkpoint(out / row["cell"] / "model.pt")
+        shape = tuple(meta["feature_shape"])
+        for view, stats in row["views"].items():
+            v = None if view == "full" else view
+            s = summary(model, print_fn=None, forward_kwargs=None if v is None else {"view": v})
+            lat = _latency_ms(model, shape, v)
+            final.append({"run": row["cell"], "view": view, "test_acc": stats["test_acc"],
+                          "binary_macs": s.binary_macs, "float_macs": s.float_macs,
+                          "size_kib": s.memory_bytes / 1024, "torch_latency_ms": lat})
+            table.append(f"| {row['cell']} | {view} | {stats['test_acc']:.4f} | {s.binary_macs:,} | "
+                         f"{s.float_macs:,} | {s.memory_bytes / 1024:.1f} | {lat:.2f} |")
+        evaluate_run(out / row["cell"], split="test", out_dir=out / "reports" / row["cell"])
+    elapsed = time.perf_counter() - started
+    text = (to_markdown(grid.name, rows) + "\n## Per view\n\n" + "\n".join(table) + "\n\n"
+            f"Protocol: {rows[0]['protocol'] or 'n/a'}; total wall time {elapsed / 60:.1f} min. "
+            "Latency: PyTorch eval mode, batch 1, one thread (binary layers simulated in float).\n"
+            f"Plots and per-class reports: {out / 'compare.png'}, {out / 'reports'}/<run>/.\n")
+    atomic_write_text(out / "demo.md", text)
+    atomic_write_text(out / "demo.json", json.dumps({"rows": rows, "per_view": final,
+                                                     "seconds": elapsed}, indent=2) + "\n")
     print()
-    print(table)
-    print(f"report: {out / 'report.md'}")
-    return rows
-
-
-def _markdown(rows: list[dict], base: ExperimentSpec) -> str:
-    head = ("| method | bits | deployable | test acc | val acc | memory KiB | compression | "
-            "binary MACs | float MACs | train s |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    body = "".join(
-        f"| {r['method']} | {r['precision']} | {r['deployable']} | {r['test_acc']:.3f} | {r['val_acc']:.3f} | "
-        f"{r['memory_kib']:.1f} | {r['compression']:.2f}x | {r['binary_macs']:,} | {r['float_macs']:,} | "
-        f"{r['seconds']:.0f} |\n" for r in rows)
-    return (f"# binkit demo: binarizers on {base.model.architecture} / {base.data.dataset}\n\n"
-            f"{base.training.epochs} epochs, {base.training.optimizer} lr {base.training.lr}, "
-            f"batch {base.training.batch_size}, seed {base.training.seed}; first and last layers full precision.\n\n"
-            + head + body)
+    print(text)
+    return out

@@ -82,19 +82,3 @@ def test_train_then_summary_of_run(tmp_path, tiny_spec, capsys):
     assert (run / "model.pt").is_file()
     assert main(["summary", str(run), "--markdown"]) == 0
     assert "| blocks.1.conv | BinaryConv2d |" in capsys.readouterr().out
-
-
-def test_demo_writes_report(tmp_path, tiny_spec, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--spec", str(tiny_spec), "--methods", "xnor,bnn", "-q"]) == 0
-    stdout = capsys.readouterr().out
-    assert "expect about" in stdout
-    rows = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in rows] == ["fp32", "xnor", "bnn"]
-    assert rows[0]["compression"] == pytest.approx(1.0) and rows[1]["compression"] > 1
-    assert "| xnor |" in (out / "report.md").read_text()
-
-
-def test_demo_unknown_method(tmp_path, tiny_spec, capsys):
-    assert main(["demo", "-o", str(tmp_path / "d"), "--spec", str(tiny_spec), "--methods", "nope"]) == 2
-    assert "unknown quantizer 'nope'" in capsys.readouterr().err

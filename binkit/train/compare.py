@@ -1,0 +1,292 @@
+"""Experiment grids (``binkit compare GRID.toml``): binarizer x backbone tables and ablations.
+
+A grid names a base spec and a list of **cells**, each the base (or another spec) with
+overrides deep-merged into it, trained in order with the same data and schedule. A string
+``"{run:NAME}"`` anywhere in a cell's overrides becomes the path of cell NAME's ``model.pt``, so
+a teacher cell can feed the students after it. A ``[product]`` table adds one cell per
+(architecture, method) pair. Runs are resumable: a cell whose folder holds a finished run of the
+same spec is skipped, an unfinished one resumes from its last checkpoint.
+
+Example::
+
+    name = "binarizers"
+    base = "bifsmn.toml"                 # relative to this file
+
+    [[cells]]
+    name = "teacher"
+    spec = "bifsmn_teacher.toml"
+
+    [[cells]]
+    name = "bifsmn"
+    overrides = { distillation = { teacher = "{run:teacher}" }, training = { init_from = "{run:teacher}" } }
+
+    [product]
+    architectures = ["bifsmn"]
+    methods = ["bnn", "xnor", "irnet"]
+    overrides = { distillation = { enabled = false }, training = { views = { "8" = 1.0 } } }
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from binkit.atomic import atomic_path, atomic_write_text
+from binkit.errors import SpecError
+from binkit.specs import parse_spec, resolve, spec_to_toml
+
+__all__ = ["GridSpec", "CellSpec", "load_grid", "run_grid", "CellResult"]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class CellSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., pattern=_NAME, description="cell name (its run folder)")
+    spec: str = Field("", description="spec file for this cell (default: the grid's base)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the spec")
+
+
+class ProductSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    architectures: list[str] = Field(..., min_length=1)
+    methods: list[str] = Field(..., min_length=1)
+    overrides: dict[str, Any] = Field(default_factory=dict, description="applied to every product cell")
+    name: str = Field("{architecture}-{method}", description="cell name pattern")
+
+
+class GridSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., pattern=_NAME)
+    base: str = Field(..., min_length=1, description="base spec, relative to the grid file")
+    out: str = Field("", description="output folder (default runs/<name>)")
+    epochs: int = Field(0, ge=0, description="override training.epochs of every cell (0 = keep)")
+    cells: list[CellSpec] = Field(default_factory=list)
+    product: ProductSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "GridSpec":
+        if not self.cells and self.product is None:
+            raise ValueError("a grid needs [[cells]] or a [product]")
+        return self
+
+    def all_cells(self) -> list[CellSpec]:
+        cells = list(self.cells)
+        if self.product is not None:
+            for arch in self.product.architectures:
+                for method in self.product.methods:
+                    over = _merge(self.product.overrides, {"model": {"architecture": arch},
+                                                           "binarization": {"method": method}})
+                    cells.append(CellSpec(name=self.product.name.format(architecture=arch, method=method),
+                                          overrides=over))
+        names = [c.name for c in cells]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate cell names {dupes}")
+        return cells
+
+
+# tables that an override replaces whole instead of merging into (a view set is one choice)
+_REPLACE = {"views"}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` deep-merged into a copy of ``base`` (tables merge, except ``views``: replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in _REPLACE:
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+_RUN_REF = re.compile(r"\{run:([A-Za-z0-9_.\-]+)\}")
+
+
+def _substitute(value: Any, out: Path, known: set[str], cell: str) -> Any:
+    if isinstance(value, str):
+        def repl(m: re.Match) -> str:
+            if m.group(1) not in known:
+                raise ValueError(f"cell {cell!r} refers to {{run:{m.group(1)}}}, which is not an earlier cell")
+            return str(out / m.group(1) / "model.pt")
+        return _RUN_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, out, known, cell) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, out, known, cell) for v in value]
+    return value
+
+
+def load_grid(path: str | Path, *, epochs: int | None = None) -> tuple[GridSpec, list[tuple[CellSpec, Any]], Path]:
+    """Parse a grid and build and resolve every cell's spec (before any training starts).
+
+    Returns ``(grid, [(cell, resolved experiment)], out folder)``.
+
+    Raises:
+        SpecError: malformed grid or any invalid cell spec (paths prefixed by the cell name).
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"grid file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([("<toml>", f"malformed TOML: {exc}")], str(path)) from None
+    try:
+        grid = GridSpec.model_validate(raw)
+        cells = grid.all_cells()
+    except (ValidationError, ValueError) as exc:
+        errors = ([(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]
+                  if isinstance(exc, ValidationError) else [("<grid>", str(exc))])
+        raise SpecError(errors, str(path)) from None
+    if epochs is not None:
+        grid.epochs = epochs
+    out = Path(grid.out) if grid.out else Path("runs") / grid.name
+    errors: list[tuple[str, str]] = []
+    resolved_cells = []
+    done: set[str] = set()
+    for cell in cells:
+        spec_path = (path.parent / (cell.spec or grid.base)).resolve()
+        try:
+            base = tomllib.loads(spec_path.read_text(encoding="utf-8"))
+            data = _merge(base, _substitute(cell.overrides, out, done, cell.name))
+            data["name"] = f"{grid.name}-{cell.name}"
+            if grid.epochs:
+                data.setdefault("training", {})["epochs"] = grid.epochs
+            resolved_cells.append((cell, resolve(parse_spec(data, str(spec_path)), str(spec_path))))
+        except SpecError as exc:
+            errors += [(f"cells.{cell.name}: {p}", m) for p, m in exc.errors]
+        except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+            errors.append((f"cells.{cell.name}", str(exc)))
+        done.add(cell.name)
+    if errors:
+        raise SpecError(errors, str(path))
+    return grid, resolved_cells, out
+
+
+class CellResult(dict):
+    """One row of the comparison table (a dict, JSON-serialisable)."""
+
+
+def _row(cell: CellSpec, resolved, run: Path, seconds: float, skipped: bool) -> CellResult:
+    from binkit.nn.summary import summary
+    from binkit.train.build import load_checkpoint
+
+    model, meta = load_checkpoint(run / "model.pt")
+    result = json.loads((run / "result.json").read_text())
+    spec = resolved.spec
+    views = result.get("views") or ["full"]
+    per_view = {}
+    for v in views:
+        s = summary(model, print_fn=None, forward_kwargs=None if v == "full" else {"view": v})
+        per_view[v] = {"test_acc": result["test_acc"][v], "binary_macs": s.binary_macs, "float_macs": s.float_macs}
+    s_full = summary(model, print_fn=None)
+    trained = [k for k, w in resolved.views.items() if w > 0] if resolved.views else ["full"]
+    return CellResult(
+        cell=cell.name, architecture=spec.model.architecture,
+        method=spec.binarization.method if spec.binarization.enabled else "fp32",
+        deployable=(resolved.quantizer.deployable if resolved.quantizer is not None else None),
+        distiller=spec.distillation.method if spec.distillation.enabled else "",
+        trained_views=trained, views=per_view, full_view=views[0],
+        test_acc=result["test_acc"][views[0]], val_acc=result["val_acc"][views[0]],
+        best_epoch=result["best_epoch"], epochs=spec.training.epochs,
+        params=s_full.total_params, memory_kib=s_full.memory_bytes / 1024, compression=s_full.compression_ratio,
+        seconds=seconds, skipped=skipped, protocol=(result.get("data") or {}).get("protocol", ""),
+    )
+
+
+def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None = None,
+             epochs: int | None = None) -> tuple[list[CellResult], Path]:
+    """Train every cell (skipping finished ones); write ``compare.md``, ``compare.json`` and
+    ``compare.png`` to the grid's output folder. Returns ``(rows, out folder)``."""
+    from binkit.train.trainer import fit
+
+    grid, cells, out = load_grid(path, epochs=epochs)
+    if only:
+        unknown = [n for n in only if n not in {c.name for c, _ in cells}]
+        if unknown:
+            raise ValueError(f"unknown cell(s) {unknown}; cells are {[c.name for c, _ in cells]}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[CellResult] = []
+    for i, (cell, resolved) in enumerate(cells):
+        if only and cell.name not in only:
+            continue
+        run = out / cell.name
+        spec_toml = spec_to_toml(resolved.spec)
+        finished = (run / "result.json").is_file() and (run / "spec.toml").is_file() \
+            and (run / "spec.toml").read_text() == spec_toml
+        t0 = time.perf_counter()
+        if finished:
+            print(f"[{i + 1}/{len(cells)}] {cell.name}: finished earlier, skipped", flush=True)
+            seconds = json.loads((run / "result.json").read_text()).get("seconds", 0.0)
+        else:
+            print(f"[{i + 1}/{len(cells)}] {cell.name}: training ({resolved.spec.training.epochs} epochs)", flush=True)
+            fit(resolved, run, progress=progress, resume=(run / "checkpoints" / "last.pt").is_file())
+            seconds = time.perf_counter() - t0
+        rows.append(_row(cell, resolved, run, seconds, finished))
+        _write_outputs(grid, rows, out)
+    return rows, out
+
+
+def _write_outputs(grid: GridSpec, rows: list[CellResult], out: Path) -> None:
+    atomic_write_text(out / "compare.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(out / "compare.md", to_markdown(grid.name, rows))
+    _plot(grid.name, rows, out / "compare.png")
+
+
+def to_markdown(title: str, rows: list[CellResult]) -> str:
+    views = []
+    for r in rows:
+        for v in r["views"]:
+            if v not in views:
+                views.append(v)
+    head = ["cell", "architecture", "method", "distill", "trained views"] + [f"acc {v}" for v in views] + \
+        ["params", "memory KiB", "compression", "binary MACs", "float MACs", "epochs (best)", "train s"]
+    lines = [f"# {title}", "", "Test accuracy per view; MACs of the full view; protocol "
+             f"{', '.join(sorted({r['protocol'] for r in rows if r['protocol']})) or 'n/a'}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        full = r["views"][r["full_view"]]
+        accs = [f"{r['views'][v]['test_acc']:.4f}" if v in r["views"] else "" for v in views]
+        lines.append("| " + " | ".join([
+            r["cell"], r["architecture"], r["method"] + ("" if r["deployable"] in (None, True) else " (not deployable)"),
+            r["distiller"] or "-", "/".join(r["trained_views"]), *accs, f"{r['params']:,}", f"{r['memory_kib']:.1f}",
+            f"{r['compression']:.1f}x", f"{full['binary_macs']:,}", f"{full['float_macs']:,}",
+            f"{r['epochs']} ({r['best_epoch']})", f"{r['seconds']:.0f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(title: str, rows: list[CellResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=120)
+    names = [r["cell"] for r in rows]
+    views = []
+    for r in rows:
+        views += [v for v in r["views"] if v not in views]
+    width = 0.8 / max(len(views), 1)
+    for j, v in enumerate(views):
+        xs = [i + (j - (len(views) - 1) / 2) * width for i in range(len(rows))]
+        ys = [r["views"][v]["test_acc"] if v in r["views"] else 0 for r in rows]
+        ax.bar(xs, ys, width, label=f"view {v}")
+    ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    if len(views) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,99 @@
+"""binkit/train/compare.py (`binkit compare`) and the demo built on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from binkit.cli import main
+from binkit.errors import SpecError
+from binkit.train.compare import load_grid, run_grid
+
+BASE = """
+name = "base"
+[data]
+dataset = "tones"
+params = { num_classes = 3, train_per_class = 12, val_per_class = 4, test_per_class = 4 }
+[model]
+architecture = "mlp"
+params = { hidden = 16, depth = 2 }
+[binarization]
+method = "xnor"
+[training]
+epochs = 1
+batch_size = 8
+"""
+
+
+def write_grid(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "base.toml").write_text(BASE)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nbase = "base.toml"\nout = "{tmp_path / "out"}"\n' + body)
+    return grid
+
+
+GRID = """
+[[cells]]
+name = "teacher"
+overrides = { binarization = { enabled = false } }
+
+[[cells]]
+name = "student"
+overrides = { distillation = { enabled = true, method = "kd", teacher = "{run:teacher}" }, training = { init_from = "{run:teacher}" } }
+
+[product]
+architectures = ["mlp"]
+methods = ["bnn", "bireal"]
+"""
+
+
+def test_grid_cells_order_substitution_and_product(tmp_path):
+    grid, cells, out = load_grid(write_grid(tmp_path, GRID))
+    assert [c.name for c, _ in cells] == ["teacher", "student", "mlp-bnn", "mlp-bireal"]
+    student = cells[1][1].spec
+    assert student.distillation.teacher == str(out / "teacher" / "model.pt")
+    assert cells[2][1].spec.binarization.method == "bnn"
+    assert cells[0][1].spec.name == "g-teacher"
+
+
+def test_run_grid_tables_and_skips_finished_cells(tmp_path, capsys):
+    path = write_grid(tmp_path, GRID)
+    rows, out = run_grid(path, progress=False)
+    assert [r["cell"] for r in rows] == ["teacher", "student", "mlp-bnn", "mlp-bireal"]
+    assert rows[0]["method"] == "fp32" and rows[1]["distiller"] == "kd"
+    assert rows[2]["compression"] > 1 and rows[0]["compression"] == pytest.approx(1.0)
+    md = (out / "compare.md").read_text()
+    assert "| student | mlp | xnor | kd |" in md
+    assert json.loads((out / "compare.json").read_text())[3]["method"] == "bireal"
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    rows2, _ = run_grid(path, progress=False)
+    assert "finished earlier, skipped" in capsys.readouterr().out
+    assert [r["test_acc"] for r in rows2] == [r["test_acc"] for r in rows]
+
+
+@pytest.mark.parametrize("body,match", [
+    ('[[cells]]\nname = "a"\noverrides = { training = { init_from = "{run:later}" } }\n', "not an earlier cell"),
+    ('[[cells]]\nname = "a"\n[[cells]]\nname = "a"\n', "duplicate cell names"),
+    ('[[cells]]\nname = "a"\noverrides = { training = { epochz = 3 } }\n', "cells.a: training.epochz"),
+    ('', "needs \\[\\[cells\\]\\] or a \\[product\\]"),
+])
+def test_bad_grids_fail_before_training(tmp_path, body, match):
+    with pytest.raises(SpecError, match=match):
+        load_grid(write_grid(tmp_path, body))
+
+
+def test_compare_and_demo_commands(tmp_path, capsys):
+    path = write_grid(tmp_path, GRID)
+    assert main(["compare", str(path), "--only", "teacher", "-q"]) == 0
+    assert "| teacher | mlp | fp32 |" in capsys.readouterr().out
+    assert main(["demo", "--grid", str(path), "--epochs", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "expect about" in out and "## Per view" in out
+    demo = json.loads((tmp_path / "out" / "demo.json").read_text())
+    assert {r["run"] for r in demo["per_view"]} == {"teacher", "student", "mlp-bnn", "mlp-bireal"}
+    assert all(r["torch_latency_ms"] > 0 for r in demo["per_view"])
+    assert (tmp_path / "out" / "reports" / "student" / "confusion_test.png").is_file()
+    assert main(["compare", str(tmp_path / "missing.toml")]) == 2
