@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,10 @@ from binkit.entries import ArchitectureEntry, Capabilities
 from binkit.errors import SpecError
 from binkit.specs import ExperimentSpec, dump_spec, load_spec, parse_spec, resolve, spec_to_toml
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+ALL_CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+# grids (binkit compare) name a base spec; the rest are experiment specs
+GRIDS = [p for p in ALL_CONFIGS if "base" in tomllib.loads(p.read_text())]
+CONFIGS = [p for p in ALL_CONFIGS if p not in GRIDS]
 
 MINIMAL = """
 [data]
@@ -50,6 +54,13 @@ class TestLoading:
     def test_shipped_configs_resolve(self, path):
         spec = load_spec(path)
         assert isinstance(spec, ExperimentSpec)
+
+    @pytest.mark.parametrize("path", GRIDS, ids=[p.name for p in GRIDS])
+    def test_shipped_grids_resolve_every_cell(self, path):
+        from binkit.train.compare import load_grid
+
+        grid, cells, _ = load_grid(path)
+        assert cells and all(r.spec.name.startswith(grid.name) for _, r in cells)
 
     def test_missing_file(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="spec file not found"):
