@@ -147,6 +147,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     rows, out = run_grid(args.grid, progress=not args.quiet, only=only, epochs=args.epochs)
     print((out / "compare.md").read_text())
     print(f"table: {out / 'compare.md'}; plot: {out / 'compare.png'}")
+    failed = [r["cell"] for r in rows if "error" in r]
+    if failed:
+        print(f"binkit: error: {len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -234,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (BinkitError, FileNotFoundError, ValueError) as exc:
+    except (BinkitError, FileNotFoundError, ValueError, FloatingPointError) as exc:
         print(f"binkit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -229,7 +229,14 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
             seconds = json.loads((run / "result.json").read_text()).get("seconds", 0.0)
         else:
             print(f"[{i + 1}/{len(cells)}] {cell.name}: training ({resolved.spec.training.epochs} epochs)", flush=True)
-            fit(resolved, run, progress=progress, resume=(run / "checkpoints" / "last.pt").is_file())
+            try:
+                fit(resolved, run, progress=progress, resume=(run / "checkpoints" / "last.pt").is_file())
+            except (FloatingPointError, ValueError, RuntimeError) as exc:
+                # one diverging or broken cell must not lose the rest of the grid: record it
+                print(f"[{i + 1}/{len(cells)}] {cell.name}: FAILED: {exc}", flush=True)
+                rows.append(CellResult(cell=cell.name, error=f"{type(exc).__name__}: {exc}"))
+                _write_outputs(grid, rows, out)
+                continue
             seconds = time.perf_counter() - t0
         rows.append(_row(cell, resolved, run, seconds, finished))
         _write_outputs(grid, rows, out)
@@ -243,6 +250,8 @@ def _write_outputs(grid: GridSpec, rows: list[CellResult], out: Path) -> None:
 
 
 def to_markdown(title: str, rows: list[CellResult]) -> str:
+    failed = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     views = []
     for r in rows:
         for v in r["views"]:
@@ -261,6 +270,8 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
             r["distiller"] or "-", "/".join(r["trained_views"]), *accs, f"{r['params']:,}", f"{r['memory_kib']:.1f}",
             f"{r['compression']:.1f}x", f"{full['binary_macs']:,}", f"{full['float_macs']:,}",
             f"{r['epochs']} ({r['best_epoch']})", f"{r['seconds']:.0f}"]) + " |")
+    if failed:
+        lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +281,7 @@ def _plot(title: str, rows: list[CellResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "error" not in r]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6), dpi=120)
     names = [r["cell"] for r in rows]
     views = []

@@ -97,3 +97,26 @@ def test_compare_and_demo_commands(tmp_path, capsys):
     assert all(r["torch_latency_ms"] > 0 for r in demo["per_view"])
     assert (tmp_path / "out" / "reports" / "student" / "confusion_test.png").is_file()
     assert main(["compare", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_a_diverging_cell_is_recorded_and_the_grid_goes_on(tmp_path, capsys):
+    body = ('[[cells]]\nname = "boom"\noverrides = { training = { lr = 10.0, optimizer = "sgd", momentum = 0.99 }, '
+            'model = { params = { norm = "none" } } }\n[[cells]]\nname = "fine"\n')
+    path = write_grid(tmp_path, body)
+    import binkit.train.trainer as trainer
+
+    real_fit = trainer.fit
+
+    def fit(resolved, *a, **k):
+        if resolved.spec.name.endswith("boom"):
+            raise FloatingPointError("g-boom: loss became nan at epoch 1")
+        return real_fit(resolved, *a, **k)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(trainer, "fit", fit):
+        assert main(["compare", str(path), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "1 cell(s) failed: boom" in captured.err
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "- boom: FloatingPointError: g-boom: loss became nan" in md and "| fine |" in md
