@@ -35,14 +35,6 @@ VARIANTS = ["bifsmn", "bifsmn_teacher", "dfsmn"]
 EXPECTED_BLOCKS_8 = {"8": [0, 1, 2, 3, 4, 5, 6, 7], "4": [1, 3, 5, 7], "2": [3, 7], "1": [7]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny batches: intra-op threads only add contention on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def build(name: str, num_classes: int = 12, feature_shape=(1, 32, 32), **params) -> DFSMN:
     entry = registry.get("architecture", name)

@@ -34,13 +34,6 @@ from binkit.distill import Distiller, DistillOutputs
 SIZES = [(8, 8), (128, 8), (2, 2), (5, 7), (1, 1), (3, 4), (6, 3), (128, 26), (7, 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def rand(shape, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape)
