@@ -31,3 +31,11 @@ def binkit_distillers():
     from bifsmn_plugin import hed
 
     return [hed.ENTRY]
+
+
+@hookimpl
+def binkit_lowerings():
+    """Export lowering of the thinnable DFSMN (one plan per view)."""
+    from bifsmn_plugin import export
+
+    return [export.ENTRY]

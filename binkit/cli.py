@@ -111,6 +111,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from binkit.export import export_run
+
+    kw = {}
+    if args.no_float16:
+        kw["float16"] = False
+    if args.allow_float_fallback:
+        kw["allow_float_fallback"] = True
+    print(export_run(args.run, args.output, **kw).to_markdown())
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from binkit.runtime.model import infer_file
+
+    for label, score in infer_file(args.model, args.audio, backend=args.backend, view=args.view, top=args.top):
+        print(f"{label}\t{score:.4f}")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from binkit.data.synth import synthesize
 
@@ -162,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("plugins", help="list registered quantizers, architectures, distillers, datasets, backends")
-    s.add_argument("--kind", choices=["quantizer", "architecture", "distiller", "dataset", "backend"])
+    s.add_argument("--kind", choices=["quantizer", "architecture", "distiller", "dataset", "backend", "lowering"])
     s.add_argument("--filter", default="*", help="wildcard on names, e.g. 'bi*'")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=_cmd_plugins)
@@ -197,6 +217,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=["train", "val", "test"], default="test")
     s.add_argument("-o", "--out", help="report folder (default RUN/reports)")
     s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("export", help="trained run -> packed artifact (.bkm, safetensors)",
+                       description="Fold weight scales, bias and BatchNorm into per-channel affines, pack "
+                       "binary weights (bit 1 = -1, LSB-first, 64-bit words) and write one safetensors file "
+                       "with the op plan, front-end, labels and views; the plan is checked against torch.")
+    s.add_argument("run", help="run folder (its model.pt) or checkpoint")
+    s.add_argument("-o", "--output", required=True, help="artifact path, e.g. model.bkm")
+    s.add_argument("--no-float16", action="store_true", help="store full-precision layers as float32")
+    s.add_argument("--allow-float-fallback", action="store_true",
+                   help="run layers that cannot be binary in float (recorded in the artifact)")
+    s.set_defaults(func=_cmd_export)
+
+    s = sub.add_parser("infer", help="run an artifact on a wav file (torch-free)")
+    s.add_argument("model", help="artifact (.bkm)")
+    s.add_argument("audio", help="wav file (any rate; mixed to mono, resampled, padded/trimmed)")
+    s.add_argument("--backend", default="reference", help="inference backend (default reference)")
+    s.add_argument("--view", default=None, help="view (thinness) to run, e.g. 4")
+    s.add_argument("--top", type=int, default=3, help="how many labels to print")
+    s.set_defaults(func=_cmd_infer)
 
     s = sub.add_parser("synth", help="write a synthetic Speech Commands V2-layout corpus (espeak-ng, flite, piper)",
                        description="Write a synthetic keyword corpus in the Speech Commands V2 layout "

@@ -19,6 +19,7 @@ __all__ = [
     "DistillerEntry",
     "DatasetEntry",
     "BackendEntry",
+    "LoweringEntry",
     "Packing",
 ]
 
@@ -150,3 +151,15 @@ class BackendEntry(_Entry):
     """An inference backend: ``factory() -> Backend``; must be importable without torch."""
 
     factory: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True)
+class LoweringEntry(_Entry):
+    """How export turns a model class into artifact ops.
+
+    ``model_class``: the ``nn.Module`` class (subclasses match too); ``fn(model, builder, views)``
+    emits each view's ops through the export plan builder (see :mod:`binkit.export`).
+    """
+
+    model_class: type | None = None
+    fn: Callable[..., Any] | None = None

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
         BackendEntry,
         DatasetEntry,
         DistillerEntry,
+        LoweringEntry,
         QuantizerEntry,
     )
 
@@ -84,6 +85,17 @@ def binkit_datasets() -> list[DatasetEntry]:
 
     Called the first time any dataset name is resolved. Each entry has a factory
     ``factory(params, features) -> dataset`` and a params model. Results are concatenated.
+    """
+
+
+@hookspec
+def binkit_lowerings() -> list[LoweringEntry]:
+    """Return export lowerings for model classes this plugin defines.
+
+    Called the first time :mod:`binkit.export` looks up how to export a model whose class has no
+    ``lower_for_export`` method. Each entry names the model class and a function
+    ``fn(model, builder, views)`` that emits the artifact ops of every view. Results of all
+    plugins are concatenated; the most specific class wins.
     """
 
 

@@ -33,6 +33,7 @@ from binkit.entries import (
     BackendEntry,
     DatasetEntry,
     DistillerEntry,
+    LoweringEntry,
     QuantizerEntry,
 )
 from binkit.errors import DuplicateNameError, PluginError, PluginLoadError, UnknownNameError
@@ -64,6 +65,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "distiller": ("binkit_distillers", DistillerEntry),
     "dataset": ("binkit_datasets", DatasetEntry),
     "backend": ("binkit_backends", BackendEntry),
+    "lowering": ("binkit_lowerings", LoweringEntry),
 }
 
 # Names that a known package provides, for "unknown name" errors when it is not installed.

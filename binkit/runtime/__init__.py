@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from binkit import registry
 
-__all__ = ["Backend", "backend_names", "get_backend"]
+__all__ = ["Backend", "backend_names", "get_backend", "load"]
 
 
 @runtime_checkable
@@ -39,3 +39,11 @@ def get_backend(name: str) -> Backend:
     """
     entry = registry.get("backend", name)
     return entry.factory()
+
+
+def load(path: str, backend: str = "reference") -> Any:
+    """Load and validate an artifact and prepare it on ``backend``: a
+    :class:`binkit.runtime.model.RuntimeModel` with ``predict``, ``labels`` and ``frontend``."""
+    from binkit.runtime.model import load as _load
+
+    return _load(path, backend=backend)

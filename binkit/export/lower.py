@@ -1,0 +1,440 @@
+"""Lowering: torch modules -> artifact ops (:mod:`binkit.runtime.artifact`), with folding.
+
+:class:`PlanBuilder` turns one module at a time into ops on named values, tracking every value's
+per-example shape with the runtime's own shape inference (so a lowering bug fails here, naming
+the module, not at load time). Model lowerings (``bifsmn_plugin.export``, :func:`lower_chain`)
+call it per view.
+
+Folding a binary layer (the output stage, DESIGN.md "Conventions contract"). The layer computes
+``y_o = alpha_o * dot_o + b_o`` where ``dot_o`` is the integer +-1 dot product (exact zero padding),
+``alpha_o`` the weight quantizer's per-output-channel scale (``export_scale``) and ``b_o`` the
+bias (0 without). So the op starts with ``multiplier_o = alpha_o`` and ``offset_o = b_o``. A
+BatchNorm in eval mode right after it computes ``gamma_o (y_o - mean_o) / sqrt(var_o + eps) +
+beta_o = s_o y_o + (beta_o - s_o mean_o)`` with ``s_o = gamma_o / sqrt(var_o + eps)``, hence::
+
+    multiplier_o <- s_o * multiplier_o
+    offset_o     <- s_o * offset_o + beta_o - s_o * mean_o
+
+(in float64, stored float32). PReLU stays a separate op after it. A BatchNorm after anything
+else (a float layer, an add) becomes an ``affine`` op with the same ``s_o`` and offset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from binkit import registry
+from binkit.errors import UnknownNameError
+from binkit.export import ExportError
+from binkit.nn.layers import BinaryLayerMixin
+from binkit.quant.base import NotDeployableError, Quantizer
+from binkit.runtime.artifact import ArtifactError, infer_op
+from binkit.runtime.bits import pack_signs
+
+__all__ = ["PlanBuilder", "lower_chain", "BINARY_OPS"]
+
+BINARY_OPS = ("bconv2d", "bconv1d", "bdwconv1d", "blinear")
+_SKIP = (nn.Dropout, nn.Identity)
+
+
+def _f64(t: torch.Tensor | None, n: int, fill: float = 0.0) -> np.ndarray:
+    return np.full(n, fill) if t is None else t.detach().double().cpu().numpy().reshape(n)
+
+
+def _padding(m: nn.modules.conv._ConvNd) -> list[list[int]]:
+    """Per spatial axis ``[before, after]``; ``_reversed_padding_repeated_twice`` lists the last
+    axis first (``F.pad`` order) and also resolves ``padding="same"``."""
+    r = list(m._reversed_padding_repeated_twice)
+    nd = len(m.kernel_size)
+    return [[int(r[2 * (nd - 1 - i)]), int(r[2 * (nd - 1 - i) + 1])] for i in range(nd)]
+
+
+class PlanBuilder:
+    """Collects tensors, ops and views of one artifact.
+
+    Args:
+        model: the model being lowered (module names come from ``named_modules``).
+        input_shape: per-example input shape.
+        allow_float_fallback: lower non-binarizable binary layers as float ops (else refuse).
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], allow_float_fallback: bool = False) -> None:
+        self.model = model
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.allow_float_fallback = allow_float_fallback
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.tensors: dict[str, np.ndarray] = {}
+        self.fp_weights: set[str] = set()  # float weights that float16 storage may narrow
+        self.ops: list[dict[str, Any]] = []
+        self.views: dict[str, dict[str, Any]] = {}
+        self.refusals: dict[str, str] = {}
+        self.fallbacks: dict[str, str] = {}
+        self._view: str | None = None
+
+    # ------------------------------------------------------------------ views and values
+
+    def begin_view(self, name: str) -> str:
+        """Start the op sequence of view ``name``; returns the input value ``"input"``."""
+        if self._view is not None:
+            raise RuntimeError(f"view {self._view!r} was not ended")
+        if name in self.views:
+            raise ExportError(f"view {name!r} lowered twice")
+        self._view = str(name)
+        self._ops: list[dict[str, Any]] = []
+        self._shapes: dict[str, tuple[int, ...]] = {"input": self.input_shape}
+        self._consumers: dict[str, int] = {}
+        return "input"
+
+    def end_view(self, output: str) -> None:
+        """Finish the view with ``output`` as its logits; identical ops of views are shared."""
+        if self._view is None:
+            raise RuntimeError("end_view without begin_view")
+        if output not in self._shapes or len(self._shapes[output]) != 1:
+            raise ExportError(f"view {self._view!r}: output {output!r} must be a (num_classes,) value, "
+                              f"got shape {self._shapes.get(output)}")
+        indices = []
+        for op in self._ops:
+            try:
+                indices.append(self.ops.index(op))
+            except ValueError:
+                self.ops.append(op)
+                indices.append(len(self.ops) - 1)
+        self.views[self._view] = {"ops": indices, "output": output}
+        self._view = None
+
+    def shape(self, value: str) -> tuple[int, ...]:
+        """Per-example shape of ``value``."""
+        return self._shapes[value]
+
+    def _fresh(self, base: str) -> str:
+        name, k = base or "value", 2
+        while name in self._shapes:
+            name, k = f"{base}#{k}", k + 1
+        return name
+
+    def tensor(self, name: str, array: np.ndarray, fp_weight: bool = False) -> str:
+        """Add (or re-add identically) tensor ``name``; float64 is stored as float32."""
+        a = np.asarray(array)
+        if a.dtype == np.float64:
+            a = a.astype(np.float32)
+        a = np.ascontiguousarray(a)
+        old = self.tensors.get(name)
+        if old is not None and (old.dtype != a.dtype or old.shape != a.shape or not np.array_equal(old, a)):
+            raise ExportError(f"tensor {name!r} lowered twice with different values")
+        self.tensors[name] = a
+        if fp_weight:
+            self.fp_weights.add(name)
+        return name
+
+    def emit(self, op: str, inputs: list[str], *, name: str = "", attrs: dict | None = None,
+             tensors: dict[str, str] | None = None, output: str | None = None) -> str:
+        """Append an op to the current view; returns its output value name."""
+        if self._view is None:
+            raise RuntimeError("emit outside a view")
+        out = self._fresh(output or name or op)
+        d = {"op": op, "name": name, "inputs": list(inputs), "outputs": [out],
+             "attrs": dict(attrs or {}), "tensors": dict(tensors or {})}
+        try:
+            shape = infer_op(len(self._ops), d, [self._shapes[v] for v in inputs], self.tensors)
+        except (ArtifactError, KeyError) as exc:
+            raise ExportError(f"cannot lower {name or op!r}: {exc}") from None
+        for v in inputs:
+            self._consumers[v] = self._consumers.get(v, 0) + 1
+        self._ops.append(d)
+        self._shapes[out] = shape
+        return out
+
+    # ------------------------------------------------------------------ structural ops
+
+    def add(self, a: str, b: str, name: str = "") -> str:
+        return self.emit("add", [a, b], name=name, output=name and f"{name}.add")
+
+    def reshape(self, x: str, shape: list[int], name: str = "") -> str:
+        return self.emit("reshape", [x], name=name, attrs={"shape": [int(s) for s in shape]},
+                         output=name and f"{name}.reshape")
+
+    def transpose(self, x: str, perm: list[int], name: str = "") -> str:
+        return self.emit("transpose", [x], name=name, attrs={"perm": [int(p) for p in perm]},
+                         output=name and f"{name}.transpose")
+
+    def flatten(self, x: str, name: str = "") -> str:
+        return self.emit("flatten", [x], name=name, output=name and f"{name}.flatten")
+
+    # ------------------------------------------------------------------ modules
+
+    def module(self, m: nn.Module, x: str, *, padding: list[list[int]] | None = None) -> str:
+        """Lower module ``m`` applied to value ``x``; ``padding`` overrides a conv's padding
+        (``[[before, after], ...]``, e.g. the DFSMN memory's crop as asymmetric padding)."""
+        name = self.names.get(id(m), type(m).__name__)
+        if isinstance(m, _SKIP):
+            return x
+        if isinstance(m, nn.Sequential):
+            for child in m:
+                x = self.module(child, x)
+            return x
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            return self._layer(name, m, x, padding)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return self._batchnorm(name, m, x)
+        if isinstance(m, nn.PReLU):
+            slope = self.tensor(f"{name}.slope", _f64(m.weight, m.num_parameters))
+            return self.emit("prelu", [x], name=name, attrs={"axis": 0}, tensors={"slope": slope}, output=name)
+        if isinstance(m, nn.ReLU):
+            return self.emit("relu", [x], name=name, output=name)
+        if isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise ExportError(f"{name}: only Flatten(start_dim=1, end_dim=-1) is supported")
+            return self.flatten(x, name)
+        raise ExportError(f"layer {name!r}: no export lowering for {type(m).__name__} (supported: Linear, "
+                          "Conv1d, Conv2d and their binary twins, BatchNorm1d/2d, PReLU, ReLU, Dropout, "
+                          "Identity, Flatten, Sequential)")
+
+    def _batchnorm(self, name: str, m: nn.modules.batchnorm._BatchNorm, x: str) -> str:
+        if m.running_mean is None or m.running_var is None:
+            raise ExportError(f"layer {name!r}: BatchNorm without running statistics "
+                              "(track_running_stats=False) uses batch statistics and cannot be exported")
+        c = m.num_features
+        s = _f64(m.weight, c, 1.0) / np.sqrt(_f64(m.running_var, c) + m.eps)
+        shift = _f64(m.bias, c, 0.0) - s * _f64(m.running_mean, c)
+        last = self._ops[-1] if self._ops else None
+        if (last is not None and last["op"] in BINARY_OPS and last["outputs"][0] == x
+                and not self._consumers.get(x) and self._shapes[x][0] == c
+                and (last["op"] != "blinear" or len(self._shapes[x]) == 1)):
+            # fold into the binary op's output transform (module docstring)
+            mult = self.tensors[last["tensors"]["multiplier"]].astype(np.float64)
+            off = self.tensors[last["tensors"]["offset"]].astype(np.float64)
+            base = f"{last['name']}+{name}"
+            last["tensors"]["multiplier"] = self.tensor(f"{base}.multiplier", s * mult)
+            last["tensors"]["offset"] = self.tensor(f"{base}.offset", s * off + shift)
+            shape = self._shapes.pop(x)
+            out = self._fresh(name)
+            last["outputs"] = [out]
+            self._shapes[out] = shape
+            return out
+        mult = self.tensor(f"{name}.multiplier", s)
+        off = self.tensor(f"{name}.offset", shift)
+        return self.emit("affine", [x], name=name, attrs={"axis": 0},
+                         tensors={"multiplier": mult, "offset": off}, output=name)
+
+    # ------------------------------------------------------------------ linear / conv layers
+
+    def _layer(self, name: str, m: nn.Module, x: str, padding: list[list[int]] | None) -> str:
+        conv = isinstance(m, (nn.Conv1d, nn.Conv2d))
+        if conv and m.padding_mode != "zeros":
+            raise ExportError(f"layer {name!r}: padding_mode={m.padding_mode!r} is not supported (only 'zeros')")
+        pads = padding if padding is not None else (_padding(m) if conv else None)
+        wq = getattr(m, "weight_quantizer", None)
+        iq = getattr(m, "input_quantizer", None)
+        if not isinstance(m, BinaryLayerMixin) or (wq is None and iq is None):
+            return self._float_layer(name, m, x, pads, m.weight.detach(), input_sign=False)
+        reason, input_kind = self._binary_reason(name, m)
+        if reason is None:
+            return self._binary_layer(name, m, x, pads)
+        no_float = input_kind in ("other", "unsigned")
+        if not self.allow_float_fallback or no_float:
+            if no_float and self.allow_float_fallback:
+                reason += "; it has no float equivalent either, so the float fallback cannot take it"
+            self.refusals[name] = reason
+        else:
+            self.fallbacks[name] = reason
+        # a float op on the quantized weight and quantized inputs: what the torch layer computes
+        with torch.no_grad():
+            wb = m.quantized_weight().detach()
+        if input_kind == "threshold":  # sign(x - t) = sign(affine(x; 1, -t))
+            t = iq.threshold.detach().double().cpu().numpy().reshape(-1)
+            axis = len(self._shapes[x]) - 1 if isinstance(m, nn.Linear) else 0
+            mult = self.tensor(f"{name}.input_shift.multiplier", np.ones_like(t))
+            off = self.tensor(f"{name}.input_shift.offset", -t)
+            x = self.emit("affine", [x], name=name, attrs={"axis": axis},
+                          tensors={"multiplier": mult, "offset": off}, output=f"{name}.input_shift")
+        return self._float_layer(name, m, x, pads, wb, input_sign=iq is not None and input_kind != "float")
+
+    def _float_layer(self, name, m, x, pads, weight: torch.Tensor, input_sign: bool) -> str:
+        w = self.tensor(f"{name}.weight", weight.double().cpu().numpy(), fp_weight=True)
+        tensors = {"weight": w}
+        if m.bias is not None:
+            tensors["bias"] = self.tensor(f"{name}.bias", _f64(m.bias, m.bias.numel()))
+        if isinstance(m, nn.Linear):
+            return self.emit("linear_fp", [x], name=name, attrs={"input_sign": input_sign}, tensors=tensors, output=name)
+        op = "conv2d_fp" if isinstance(m, nn.Conv2d) else "conv1d_fp"
+        attrs = {"stride": list(m.stride), "padding": pads, "dilation": list(m.dilation),
+                 "groups": int(m.groups), "input_sign": input_sign}
+        return self.emit(op, [x], name=name, attrs=attrs, tensors=tensors, output=name)
+
+    def _input_kind(self, m: nn.Module) -> str:
+        """What the input quantizer computes, probed on values including 0, -0.0 and tiny ones:
+        ``"sign"`` (sign(x), sign(0) = +1), ``"threshold"`` (sign(x - t_c), ReActNet RSign),
+        ``"float"`` (no quantizer), ``"unsigned"`` ({0, 1}, DoReFa) or ``"other"``."""
+        iq = m.input_quantizer
+        if iq is None:
+            return "float"
+        c = m.in_features if isinstance(m, nn.Linear) else m.in_channels
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(3, c, 7, generator=g) * 2 if not isinstance(m, nn.Linear) else torch.randn(7, c, generator=g) * 2
+        flat = x.view(-1)
+        flat[:4] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])[: flat.numel()]
+        with torch.no_grad():
+            q = iq(x)
+        if torch.equal(q, torch.where(x < 0, -1.0, 1.0)):
+            return "sign"
+        thr = getattr(iq, "threshold", None)
+        if isinstance(thr, torch.Tensor) and thr.numel() == c:
+            shape = [1] * x.dim()
+            shape[1 if not isinstance(m, nn.Linear) else -1] = -1
+            if torch.equal(q, torch.where(x - thr.detach().reshape(shape) < 0, -1.0, 1.0)):
+                return "threshold"
+        if bool(((q == 0) | (q == 1)).all()):
+            return "unsigned"
+        return "other"
+
+    def _binary_reason(self, name: str, m: nn.Module) -> tuple[str | None, str]:
+        """``(None, kind)`` if the layer runs as an XNOR-popcount op, else ``(reason, kind)``."""
+        kind = self._input_kind(m)
+        method = getattr(m, "method", "")
+        entry = None
+        if method:
+            try:
+                entry = registry.get("quantizer", method)
+            except UnknownNameError:
+                entry = None
+        if entry is not None and entry.packing is None:
+            return f"quantizer {method!r} is not deployable: {entry.not_deployable_reason}", kind
+        if entry is not None and entry.packing != "sign":
+            return (f"quantizer {method!r} packs as {entry.packing!r}; only 'sign' (+-1) layers are "
+                    "supported by export yet"), kind
+        if m.weight_quantizer is None:
+            return "weights are not binarized (inputs only): the layer needs float weights", kind
+        if m.weight_bits != 1:
+            return f"weights are {m.weight_bits}-bit; binary ops need 1-bit weights", kind
+        if kind == "float":
+            return "inputs are not binarized (weights only): the layer needs float inputs", kind
+        if kind == "threshold":
+            return ("input quantizer has per-channel thresholds, sign(x - t) (ReActNet RSign): not "
+                    "supported by the binary ops yet"), kind
+        if kind == "unsigned":
+            return "inputs are {0, 1} (DoReFa): unsigned 1-bit activations are not supported yet", kind
+        if kind == "other":
+            return f"input quantizer {type(m.input_quantizer).__name__} does not compute sign(x)", kind
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups != 1:
+            depthwise = isinstance(m, nn.Conv1d) and m.groups == m.in_channels == m.out_channels
+            if not depthwise:
+                return (f"grouped convolution (groups={m.groups}) is not a binary op; only dense convs and "
+                        "depthwise Conv1d are"), kind
+        try:
+            with torch.no_grad():
+                scale = m.weight_quantizer.export_scale(m.weight.detach())
+        except NotDeployableError as exc:
+            return f"weight scale cannot fold into a per-output-channel multiplier: {exc}", kind
+        if scale.shape != (m.weight.shape[0],) or not torch.isfinite(scale).all():
+            return f"export_scale returned shape {tuple(scale.shape)} or non-finite values", kind
+        return None, kind
+
+    def _binary_layer(self, name: str, m: nn.Module, x: str, pads) -> str:
+        with torch.no_grad():
+            w = m.weight.detach()
+            q = m.weight_quantizer(w).detach().double().cpu().numpy()  # +-alpha_o
+            alpha = m.weight_quantizer.export_scale(w).detach().double().cpu().numpy()
+        out = q.shape[0]
+        mult = self.tensor(f"{name}.multiplier", alpha)
+        off = self.tensor(f"{name}.offset", _f64(m.bias, out))
+        tensors = {"multiplier": mult, "offset": off}
+        if isinstance(m, nn.Linear):
+            tensors["weight"] = self.tensor(f"{name}.weight", pack_signs(q))  # (out, in) -> (out, words)
+            return self.emit("blinear", [x], name=name, attrs={"in_features": m.in_features},
+                             tensors=tensors, output=name)
+        nd = q.ndim - 2
+        attrs = {"in_channels": m.in_channels, "kernel_size": list(m.kernel_size), "stride": list(m.stride),
+                 "padding": pads, "dilation": list(m.dilation)}
+        if m.groups != 1:  # depthwise Conv1d: (C, 1, k) -> (k, C) -> (k, words)
+            tensors["weight"] = self.tensor(f"{name}.weight", pack_signs(q[:, 0, :].T))
+            return self.emit("bdwconv1d", [x], name=name, attrs=attrs, tensors=tensors, output=name)
+        # (out, in, *kernel) -> (out, *kernel, in) -> (out, *kernel, words): one packed row per tap
+        packed = pack_signs(np.moveaxis(q, 1, -1))
+        tensors["weight"] = self.tensor(f"{name}.weight", packed)
+        return self.emit("bconv2d" if nd == 2 else "bconv1d", [x], name=name, attrs=attrs, tensors=tensors,
+                         output=name)
+
+    # ------------------------------------------------------------------ finishing
+
+    def check(self) -> None:
+        """Raise :class:`ExportError` listing every refused layer."""
+        if self.refusals:
+            lines = "\n".join(f"  {n}: {r}" for n, r in self.refusals.items())
+            raise ExportError(f"{len(self.refusals)} layer(s) cannot run binary:\n{lines}\n"
+                              "Train them with a deployable binarizer, exclude them from binarization, or "
+                              "pass allow_float_fallback=True (--allow-float-fallback) to run them in float.")
+
+    def referenced_tensors(self) -> dict[str, np.ndarray]:
+        used = {t for op in self.ops for t in op["tensors"].values()}
+        return {k: v for k, v in self.tensors.items() if k in used}
+
+
+# ---------------------------------------------------------------------------------------------
+# the generic chain lowering
+# ---------------------------------------------------------------------------------------------
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    out, inside = [], set()
+    for name, m in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside):
+            continue
+        if isinstance(m, BinaryLayerMixin):
+            inside.add(name)
+            out.append((name, m))
+        elif not list(m.children()) and not isinstance(m, Quantizer):
+            out.append((name, m))
+    return out
+
+
+def lower_chain(model: nn.Module, builder: PlanBuilder, views: list[str]) -> None:
+    """Lower a model whose layers form a chain, by running it once with forward hooks.
+
+    Each hooked layer must read the previous layer's output (or the model input), possibly
+    reshaped (``x.flatten(1)`` between layers is recognised by comparing values); the model's
+    output must be the last layer's. Anything else (residual adds, concatenation, pooling done
+    functionally) raises :class:`ExportError` naming the layer: give the model a
+    ``lower_for_export`` method or register a lowering.
+    """
+    if len(views) != 1:
+        raise ExportError(f"{type(model).__name__}: the generic chain lowering exports one view, got {views}; "
+                          "register a lowering for a model with views")
+    records: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
+    hooks = []
+    for name, m in _leaves(model):
+        def hook(mod, inp, out, name=name):
+            if len(inp) != 1 or not isinstance(out, torch.Tensor):
+                raise ExportError(f"layer {name!r} takes {len(inp)} inputs or returns a non-tensor; "
+                                  "the chain lowering needs one tensor in, one out")
+            records.append((name, mod, inp[0], out))
+        hooks.append(m.register_forward_hook(hook))
+    example = torch.randn(2, *builder.input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            y = model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    x = builder.begin_view(views[0])
+    produced: list[tuple[torch.Tensor, str]] = [(example, x)]
+
+    def resolve(t: torch.Tensor, who: str) -> str:
+        for tensor, value in reversed(produced):
+            if tensor is t:
+                return value
+        last, value = produced[-1]
+        if (t.shape[0] == last.shape[0] and t.numel() == last.numel()
+                and torch.equal(t.reshape(-1), last.reshape(-1))):
+            return builder.reshape(value, list(t.shape[1:]), name=who)
+        raise ExportError(f"{type(model).__name__}: the input of {who} is not the previous layer's output; the "
+                          "model is not a plain chain (residual adds or functional ops). Give it a "
+                          "lower_for_export(builder, views) method or binkit.export.register_lowering(cls, fn).")
+
+    for name, mod, inp, out in records:
+        v = resolve(inp, f"layer {name!r}")
+        produced.append((out, builder.module(mod, v)))
+    builder.end_view(resolve(y, "the model output"))

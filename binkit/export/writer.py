@@ -1,0 +1,133 @@
+"""The export pipeline: lower, check on the reference backend, measure float16, write atomically."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from binkit.atomic import atomic_path
+from binkit.export import ExportError, ExportReport, find_lowering
+from binkit.export.lower import PlanBuilder, lower_chain
+from binkit.runtime.artifact import load_artifact, save_artifact
+from binkit.runtime.reference import ReferenceProgram
+
+__all__ = ["export_model", "logit_error", "PROBE_CLIPS"]
+
+#: Clips in the default probe batch (noise at 16 levels from -60 to 0 dBFS through the front-end).
+PROBE_CLIPS = 16
+
+
+def _producer() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"binkit {version('binkit')}"
+    except Exception:  # pragma: no cover - not installed
+        return "binkit (unknown version)"
+
+
+def logit_error(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    """``max_abs``; ``max_rel`` = max over clips of max |got - want| / max |want|; argmax agreement."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    diff = np.abs(got - want).max(axis=-1)
+    scale = np.maximum(np.abs(want).max(axis=-1), 1e-30)
+    return {"max_abs": float(diff.max()), "max_rel": float((diff / scale).max()),
+            "argmax_agreement": float((got.argmax(-1) == want.argmax(-1)).mean())}
+
+
+def _probe(feature_spec: Any, feature_shape: tuple[int, ...]) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if feature_spec is not None:
+        from binkit.runtime.frontend import NumpyFrontEnd
+
+        fe = NumpyFrontEnd(feature_spec)
+        if tuple(fe.out_shape) == tuple(feature_shape):
+            gains = 10.0 ** (np.linspace(-60, 0, PROBE_CLIPS) / 20)  # -60 .. 0 dBFS
+            wave = rng.standard_normal((PROBE_CLIPS, fe.spec.num_samples)) * gains[:, None] * 0.3
+            return fe(wave.astype(np.float32))
+    return rng.standard_normal((PROBE_CLIPS, *feature_shape)).astype(np.float32)
+
+
+def _run_all(path: Path, probe: np.ndarray) -> dict[str, np.ndarray]:
+    program = ReferenceProgram(load_artifact(path))
+    return {v: program.run(probe, v) for v in program.artifact.views}
+
+
+def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, views=None, float16=True,
+                 allow_float_fallback=False, probe=None, float16_tolerance=1e-2) -> ExportReport:
+    from binkit.specs import FeaturesSpec
+
+    path = Path(path)
+    labels = [str(s) for s in labels]
+    if feature_shape is None:
+        feature_shape = getattr(model, "feature_shape", None)
+        if feature_shape is None:
+            raise ExportError("feature_shape is needed (the model has no feature_shape attribute)")
+    feature_shape = tuple(int(s) for s in feature_shape)
+    if feature_spec is not None and not isinstance(feature_spec, FeaturesSpec):
+        feature_spec = FeaturesSpec.model_validate(feature_spec)
+    model_views = list(getattr(model, "views", None) or [])
+    views = [str(v) for v in (views or model_views or ["default"])]
+    unknown = [v for v in views if model_views and v not in model_views]
+    if unknown:
+        raise ExportError(f"{type(model).__name__} has no view(s) {unknown}; it has {model_views}")
+
+    was_training = model.training
+    model.eval()
+    try:
+        builder = PlanBuilder(model, feature_shape, allow_float_fallback)
+        (find_lowering(model) or lower_chain)(model, builder, views)
+        builder.check()
+        tensors = builder.referenced_tensors()
+        probe = _probe(feature_spec, feature_shape) if probe is None else np.asarray(probe, np.float32)
+        with torch.no_grad():
+            x = torch.from_numpy(probe)
+            want = {v: (model(x, view=v) if model_views else model(x)).double().numpy() for v in views}
+    finally:
+        model.train(was_training)
+    if want[views[0]].shape != (len(probe), len(labels)):
+        raise ExportError(f"the model gives {want[views[0]].shape[1:]} outputs per clip but {len(labels)} labels were given")
+
+    fallbacks = [{"layer": k, "reason": r} for k, r in builder.fallbacks.items()]
+    metadata = {
+        "producer": _producer(),
+        "input": {"shape": list(feature_shape), "dtype": "float32"},
+        "plan": {"ops": builder.ops},
+        "views": builder.views,
+        "default_view": views[0],
+        "labels": labels,
+        "frontend": feature_spec.model_dump() if feature_spec is not None else None,
+        "fallbacks": fallbacks,
+    }
+    f16_tensors = {k: (v.astype(np.float16) if k in builder.fp_weights else v) for k, v in tensors.items()}
+    with tempfile.TemporaryDirectory(prefix="binkit-export-") as tmp:
+        f32_path = Path(tmp) / "f32.bkm"
+        save_artifact(f32_path, tensors, {**metadata, "export": {"float16": False}})
+        got32 = _run_all(f32_path, probe)
+        conformance = {v: logit_error(got32[v], want[v]) for v in views}
+        use16, note, f16_error = False, "not requested (--no-float16)", {}
+        if float16 and not builder.fp_weights:
+            note = "no full-precision weights to narrow"
+        elif float16:
+            f16_path = Path(tmp) / "f16.bkm"
+            save_artifact(f16_path, f16_tensors, {**metadata, "export": {"float16": True}})
+            got16 = _run_all(f16_path, probe)
+            f16_error = {v: logit_error(got16[v], got32[v]) for v in views}
+            worst = max(e["max_rel"] for e in f16_error.values())
+            agree = min(e["argmax_agreement"] for e in f16_error.values())
+            use16 = worst <= float16_tolerance and agree == 1.0
+            note = (f"measured on {len(probe)} probe clips: max relative logit change {worst:.2e}, argmax "
+                    f"agreement {agree:.3f}; {'within' if use16 else 'over'} tolerance {float16_tolerance:g}"
+                    + ("" if use16 else ", kept float32"))
+            if use16:
+                conformance = {v: logit_error(got16[v], want[v]) for v in views}
+    export_info = {"float16": use16, "float16_note": note, "float16_error": f16_error, "conformance": conformance}
+    with atomic_path(path) as tmp:
+        save_artifact(tmp, f16_tensors if use16 else tensors, {**metadata, "export": export_info})
+    return ExportReport(path=path, size_bytes=path.stat().st_size, views=views, num_ops=len(builder.ops),
+                        fallbacks=fallbacks, float16=use16, float16_note=note, float16_error=f16_error,
+                        conformance=conformance)

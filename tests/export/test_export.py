@@ -1,0 +1,179 @@
+"""Export: folding, refusals with layer names, float fallbacks, float16 measurement, atomicity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import binkit
+from binkit import registry
+from binkit.export import ExportError, export_model
+from binkit.runtime.artifact import load_artifact
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _plugins():
+    if "reference" not in registry.names("backend"):
+        registry.register_plugin("binkit.runtime.plugin")
+
+
+class ConvBNPReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.act = nn.PReLU(16)
+        self.flat = nn.Flatten()
+        self.head = nn.Linear(16 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.head(self.flat(self.act(self.bn(self.conv(self.stem(x))))))
+
+
+def _net(method="bifsmn", seed=0):
+    torch.manual_seed(seed)
+    net = binkit.binarize(ConvBNPReLU(), method)
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-1, 1)
+        net.bn.running_var.uniform_(0.5, 2)
+        net.bn.weight.uniform_(-2, 2)
+        net.bn.bias.uniform_(-1, 1)
+        net.act.weight.uniform_(-0.5, 0.5)
+    net.feature_shape = (1, 6, 6)
+    return net.eval()
+
+
+def test_fold_conv_bn_matches_formula_and_torch(tmp_path):
+    net = _net()
+    path = tmp_path / "m.bkm"
+    export_model(net, path, labels=list("abc"), float16=False)
+    art = load_artifact(path)
+    (op,) = [op for op in art.ops if op["op"] == "bconv2d"]
+    m = art.tensors[op["tensors"]["multiplier"]].astype(np.float64)
+    c = art.tensors[op["tensors"]["offset"]].astype(np.float64)
+    w = net.conv.weight.detach().double()
+    alpha = w.abs().reshape(16, -1).mean(1).numpy()
+    s = (net.bn.weight.detach().double() / torch.sqrt(net.bn.running_var.double() + net.bn.eps)).numpy()
+    np.testing.assert_allclose(m, s * alpha, rtol=1e-6)
+    np.testing.assert_allclose(c, s * (net.conv.bias.detach().double().numpy() - net.bn.running_mean.double().numpy())
+                               + net.bn.bias.detach().double().numpy(), rtol=1e-5, atol=1e-6)
+    assert [o["op"] for o in art.view_ops("default")] == ["conv2d_fp", "bconv2d", "prelu", "flatten", "linear_fp"]
+    # the binary conv's output stage against torch: conv -> BN on sign(x) inputs
+    x = torch.randn(4, 8, 6, 6)
+    with torch.no_grad():
+        want = net.bn(net.conv(x)).numpy()
+    from binkit.runtime.reference import _OPS
+
+    got = _OPS["bconv2d"](op["attrs"], {k: art.tensors[v] for k, v in op["tensors"].items()}, x.double().numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_refuses_code_faithful_binarizer_naming_layers(tmp_path):
+    net = _net("bifsmn_code")
+    path = tmp_path / "m.bkm"
+    with pytest.raises(ExportError) as exc:
+        export_model(net, path, labels=list("abc"))
+    msg = str(exc.value)
+    assert "conv:" in msg and "bifsmn_code" in msg and "per (out, in)" in msg
+    assert "allow_float_fallback" in msg
+    assert not path.exists() and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_fallback_is_recorded_and_exact(tmp_path):
+    net = _net("bifsmn_code")
+    path = tmp_path / "m.bkm"
+    report = export_model(net, path, labels=list("abc"), allow_float_fallback=True, float16=False)
+    assert [f["layer"] for f in report.fallbacks] == ["conv"]
+    art = load_artifact(path)
+    assert art.fallbacks[0]["layer"] == "conv" and "bifsmn_code" in art.fallbacks[0]["reason"]
+    (op,) = [o for o in art.ops if o["name"] == "conv" and o["op"] == "conv2d_fp"]
+    assert op["attrs"]["input_sign"] is True
+    assert report.conformance["default"]["max_rel"] < 1e-5
+    from binkit.runtime.artifact import describe
+
+    assert "Float fallbacks" in describe(art) and "`conv`" in describe(art)
+
+
+def test_refuses_rsign_threshold(tmp_path):
+    net = _net({"method": "reactnet", "replace_activations": False})
+    with torch.no_grad():
+        net.conv.input_quantizer.threshold.uniform_(-0.3, 0.3)
+    with pytest.raises(ExportError, match=r"conv: input quantizer has per-channel thresholds.*not supported"):
+        export_model(net, tmp_path / "m.bkm", labels=list("abc"))
+    # the fallback folds the threshold into an affine before a signed float conv: exact
+    report = export_model(net, tmp_path / "m.bkm", labels=list("abc"), allow_float_fallback=True, float16=False)
+    assert report.conformance["default"]["max_rel"] < 1e-5
+
+
+def test_refuses_models_that_are_not_chains(tmp_path):
+    from binkit_kws.cnn import SmallCNN, SmallCNNParams
+
+    net = binkit.binarize(SmallCNN(SmallCNNParams(channels=8, blocks=1), 3, (1, 8, 8)), "bifsmn").eval()
+    with pytest.raises(ExportError, match="not a plain chain|no export lowering"):
+        export_model(net, tmp_path / "m.bkm", labels=list("abc"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_float16_is_measured(tmp_path):
+    net = _net()
+    report = export_model(net, tmp_path / "m.bkm", labels=list("abc"), float16=True, float16_tolerance=1.0)
+    err = report.float16_error["default"]
+    assert set(err) == {"max_abs", "max_rel", "argmax_agreement"}
+    art = load_artifact(tmp_path / "m.bkm")
+    dtypes = {art.tensors[o["tensors"]["weight"]].dtype for o in art.ops if o["op"].endswith("_fp")}
+    if report.float16:
+        assert dtypes == {np.dtype(np.float16)}
+    assert "float16" in report.float16_note or "probe" in report.float16_note
+    strict = export_model(net, tmp_path / "s.bkm", labels=list("abc"), float16=True, float16_tolerance=0.0)
+    assert not strict.float16 or strict.float16_error["default"]["max_rel"] == 0.0
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    import binkit.export.writer as writer
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    net = _net()
+    calls = {"n": 0}
+    real = writer.save_artifact
+
+    def second_call_fails(path, *a, **k):
+        calls["n"] += 1
+        if str(path).endswith(".tmp"):
+            boom()
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(writer, "save_artifact", second_call_fails)
+    target = tmp_path / "out" / "m.bkm"
+    with pytest.raises(OSError, match="disk full"):
+        export_model(net, target, labels=list("abc"), float16=False)
+    assert not target.exists() and not any(target.parent.iterdir())
+
+
+def test_export_run_roundtrip_with_checkpoint(tmp_path):
+    """export_run reads model.pt (spec, labels, feature shape) written like the trainer does."""
+    from binkit.specs import parse_spec, spec_to_toml
+
+    spec = parse_spec({
+        "data": {"dataset": "tones"},
+        "model": {"architecture": "bifsmn", "params": {"num_blocks": 2, "memory_size": 16, "hidden_size": 16,
+                                                     "frontend_channels": 4}},
+        "binarization": {"method": "bifsmn"},
+    })
+    from binkit.specs import resolve
+    from binkit.train.build import build_model
+
+    resolved = resolve(spec)
+    model = build_model(resolved, 3, (1, 32, 32))
+    torch.save({"spec_toml": spec_to_toml(spec), "labels": ["a", "b", "c"], "feature_shape": [1, 32, 32],
+                "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    from binkit.export import export_run
+
+    report = export_run(tmp_path, tmp_path / "m.bkm", float16=False)
+    assert report.views == ["2", "1"]
+    rt = binkit.runtime.load(tmp_path / "m.bkm")
+    assert rt.labels == ["a", "b", "c"] and rt.frontend is not None

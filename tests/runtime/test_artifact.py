@@ -1,0 +1,290 @@
+"""The artifact loader: round trip, and every kind of bad file gives ArtifactError (never a crash)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from binkit import registry
+from binkit.runtime.artifact import ArtifactError, describe, load_artifact, save_artifact
+from binkit.runtime.bits import pack_signs
+from binkit.runtime.reference import ReferenceProgram
+
+C, T, O = 65, 9, 70
+
+
+def _parts():
+    """A small hand-written artifact: (3, 9) -> bconv1d 70 -> prelu -> bdwconv1d -> flatten -> linear."""
+    rng = np.random.default_rng(0)
+    tensors = {
+        "pre.weight": rng.standard_normal((C, 3, 1)).astype(np.float32),
+        "pre.bias": rng.standard_normal(C).astype(np.float32),
+        "conv.weight": pack_signs(rng.standard_normal((O, 3, C))),
+        "conv.multiplier": rng.uniform(0.01, 0.1, O).astype(np.float32),
+        "conv.offset": rng.standard_normal(O).astype(np.float32),
+        "act.slope": np.array([0.25], np.float32),
+        "dw.weight": pack_signs(rng.standard_normal((5, O))),
+        "dw.multiplier": rng.uniform(0.1, 1, O).astype(np.float32),
+        "dw.offset": rng.standard_normal(O).astype(np.float32),
+        "head.weight": rng.standard_normal((4, O * T)).astype(np.float16),
+        "head.bias": np.zeros(4, np.float32),
+    }
+    ops = [
+        {"op": "conv1d_fp", "name": "pre", "inputs": ["input"], "outputs": ["pre"],
+         "attrs": {"stride": [1], "padding": [[0, 0]], "dilation": [1], "groups": 1, "input_sign": False},
+         "tensors": {"weight": "pre.weight", "bias": "pre.bias"}},
+        {"op": "bconv1d", "name": "conv", "inputs": ["pre"], "outputs": ["conv"],
+         "attrs": {"in_channels": C, "kernel_size": [3], "stride": [1], "padding": [[1, 1]], "dilation": [1]},
+         "tensors": {"weight": "conv.weight", "multiplier": "conv.multiplier", "offset": "conv.offset"}},
+        {"op": "prelu", "name": "act", "inputs": ["conv"], "outputs": ["act"], "attrs": {"axis": 0},
+         "tensors": {"slope": "act.slope"}},
+        {"op": "bdwconv1d", "name": "dw", "inputs": ["act"], "outputs": ["dw"],
+         "attrs": {"in_channels": O, "kernel_size": [5], "stride": [1], "padding": [[2, 2]], "dilation": [1]},
+         "tensors": {"weight": "dw.weight", "multiplier": "dw.multiplier", "offset": "dw.offset"}},
+        {"op": "add", "name": "res", "inputs": ["dw", "act"], "outputs": ["res"], "attrs": {}, "tensors": {}},
+        {"op": "flatten", "name": "flat", "inputs": ["res"], "outputs": ["flat"], "attrs": {}, "tensors": {}},
+        {"op": "linear_fp", "name": "head", "inputs": ["flat"], "outputs": ["logits"], "attrs": {"input_sign": False},
+         "tensors": {"weight": "head.weight", "bias": "head.bias"}},
+        {"op": "flatten", "name": "flat2", "inputs": ["act"], "outputs": ["flat"], "attrs": {}, "tensors": {}},
+    ]
+    meta = {
+        "producer": "test",
+        "input": {"shape": [3, T], "dtype": "float32"},
+        "plan": {"ops": ops},
+        "views": {"full": {"ops": [0, 1, 2, 3, 4, 5, 6], "output": "logits"},
+                  "short": {"ops": [0, 1, 2, 7, 6], "output": "logits"}},
+        "default_view": "full",
+        "labels": ["a", "b", "c", "d"],
+        "frontend": None,
+        "fallbacks": [],
+    }
+    return tensors, meta
+
+
+@pytest.fixture
+def good(tmp_path):
+    tensors, meta = _parts()
+    path = tmp_path / "good.bkm"
+    save_artifact(path, tensors, meta)
+    return path
+
+
+def _write(tmp_path, tensors, meta, name="bad.bkm"):
+    path = tmp_path / name
+    save_artifact(path, tensors, meta)
+    return path
+
+
+def test_round_trip_and_run(good):
+    art = load_artifact(good)
+    assert art.labels == ["a", "b", "c", "d"] and art.input_shape == (3, T)
+    assert art.shapes["full"]["conv"] == (O, T)
+    prog = ReferenceProgram(art)
+    x = np.random.default_rng(1).standard_normal((5, 3, T)).astype(np.float32)
+    for view in ("full", "short"):
+        out = prog.run(x, view)
+        assert out.shape == (5, 4) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert "bconv1d" in describe(art)
+
+
+def test_truncated_file(good, tmp_path):
+    data = good.read_bytes()
+    for cut in (0, 7, 100, len(data) // 2, len(data) - 1):
+        p = tmp_path / f"cut{cut}.bkm"
+        p.write_bytes(data[:cut])
+        with pytest.raises(ArtifactError, match="not a readable safetensors file|checksum"):
+            load_artifact(p)
+
+
+def test_flipped_bytes_anywhere(good, tmp_path):
+    data = bytearray(good.read_bytes())
+    header = int.from_bytes(data[:8], "little") + 8
+    for pos in (header + 3, len(data) - 5, header // 2, 9):
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        p = tmp_path / "flip.bkm"
+        p.write_bytes(bytes(bad))
+        with pytest.raises(ArtifactError):
+            load_artifact(p)
+    bad = bytearray(data)
+    bad[-3] ^= 0x01  # in the tensor data: only the checksum can see it
+    p = tmp_path / "flip.bkm"
+    p.write_bytes(bytes(bad))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_artifact(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifact(tmp_path / "nope.bkm")
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("format", "onnx", "not a binkit artifact"),
+    ("format_version", "2", "format_version is '2'; this binkit reads version 1"),
+])
+def test_wrong_format_or_version(tmp_path, key, value, match):
+    tensors, meta = _parts()
+    meta[key] = value
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(_write(tmp_path, tensors, meta))
+
+
+def _mutated(mutate):
+    tensors, meta = _parts()
+    mutate(tensors, meta)
+    return tensors, meta
+
+
+def _op(meta, i):
+    return meta["plan"]["ops"][i]
+
+
+CASES = {
+    "missing tensor": (lambda t, m: t.pop("conv.multiplier"), "tensor 'conv.multiplier' \\(multiplier\\) is missing"),
+    "wrong dtype": (lambda t, m: t.__setitem__("conv.weight", t["conv.weight"].astype(np.int64)),
+                    "'conv.weight' \\(weight\\) has dtype int64, expected uint64"),
+    "wrong shape": (lambda t, m: t.__setitem__("conv.offset", np.zeros(O + 1, np.float32)),
+                    "'conv.offset' \\(offset\\) has shape \\(71,\\), expected \\(70,\\)"),
+    "packed shape": (lambda t, m: t.__setitem__("conv.weight", t["conv.weight"][:, :2]), "packed weight must be"),
+    "padding bits": (lambda t, m: t["conv.weight"].__setitem__((0, 0, 1), np.uint64(1) << np.uint64(63)),
+                     "nonzero padding bits"),
+    "nan tensor": (lambda t, m: t["dw.offset"].__setitem__(3, np.nan), "non-finite"),
+    "bad stride": (lambda t, m: _op(m, 1)["attrs"].__setitem__("stride", [0]), "attribute 'stride'"),
+    "bad padding": (lambda t, m: _op(m, 1)["attrs"].__setitem__("padding", [[5, 1]]), "padding"),
+    "bad in_channels": (lambda t, m: _op(m, 1)["attrs"].__setitem__("in_channels", 64), "in_channels=64"),
+    "bool attr": (lambda t, m: _op(m, 0)["attrs"].__setitem__("input_sign", "yes"), "input_sign"),
+    "unknown op": (lambda t, m: _op(m, 2).__setitem__("op", "softmax"), "unknown op 'softmax'"),
+    "bad axis": (lambda t, m: _op(m, 2)["attrs"].__setitem__("axis", 2), "attribute 'axis'"),
+    "undefined value": (lambda t, m: _op(m, 4).__setitem__("inputs", ["dw", "nothing"]), "reads value\\(s\\) \\['nothing'\\]"),
+    "view index": (lambda t, m: m["views"]["full"]["ops"].append(99), "op index 99"),
+    "view output": (lambda t, m: m["views"]["short"].__setitem__("output", "act"), "output 'act' has shape"),
+    "default view": (lambda t, m: m.__setitem__("default_view", "tiny"), "default_view 'tiny'"),
+    "extra tensor": (lambda t, m: t.__setitem__("stowaway", np.zeros(3, np.float32)), "referenced by no op"),
+    "labels": (lambda t, m: m.__setitem__("labels", ["a", "b"]), "expected \\(2,\\)"),
+    "input": (lambda t, m: m.__setitem__("input", {"shape": [3, -1]}), "metadata 'input'"),
+    "frontend": (lambda t, m: m.__setitem__("frontend", {"kind": "bifsmn_logmel"}), "front-end gives features"),
+    "orphan op": (lambda t, m: m["plan"]["ops"].append({**_op(m, 2), "outputs": ["spare"]}), "belong to no view"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_specific_errors(tmp_path, case):
+    mutate, match = CASES[case]
+    tensors, meta = _mutated(mutate)
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(_write(tmp_path, tensors, meta))
+
+
+def test_bad_json_metadata(good, tmp_path):
+    from safetensors.numpy import save_file
+    from binkit.runtime.artifact import compute_checksum
+
+    art = load_artifact(good)
+    meta = dict(art.metadata)
+    meta["plan"] = "{not json"
+    meta["checksum"] = compute_checksum(meta, art.tensors)
+    p = tmp_path / "json.bkm"
+    save_file(art.tensors, str(p), metadata=meta)
+    with pytest.raises(ArtifactError, match="'plan' is not valid JSON"):
+        load_artifact(p)
+
+
+# --- fuzzing: structured mutations of metadata and tensors, re-checksummed so that validation
+# --- (not the checksum) has to catch them; loading must succeed (and then run) or raise ArtifactError.
+
+_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.floats(allow_nan=True),
+                  st.text(max_size=4), st.lists(st.integers(-2, 80), max_size=4),
+                  st.lists(st.lists(st.integers(-1, 6), max_size=3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_only_artifact_errors(tmp_path, data):
+    tensors, meta = _parts()
+    for _ in range(data.draw(st.integers(1, 3))):
+        target = data.draw(st.sampled_from(["meta", "meta", "tensor"]))
+        if target == "meta":
+            paths = [p for p in _paths(meta) if p]
+            path = data.draw(st.sampled_from(paths))
+            parent = meta
+            for k in path[:-1]:
+                parent = parent[k]
+            if data.draw(st.booleans()) and isinstance(parent, dict):
+                parent.pop(path[-1])
+            else:
+                parent[path[-1]] = data.draw(_JUNK)
+        else:
+            name = data.draw(st.sampled_from(sorted(tensors)))
+            how = data.draw(st.sampled_from(["drop", "dtype", "shape", "value"]))
+            a = tensors[name]
+            if how == "drop":
+                tensors.pop(name)
+            elif how == "dtype":
+                with np.errstate(over="ignore", invalid="ignore"):
+                    tensors[name] = a.astype(data.draw(st.sampled_from([np.float16, np.float32, np.float64, np.uint64, np.int32])))
+            elif how == "shape":
+                tensors[name] = a.reshape(-1)[: max(1, a.size - data.draw(st.integers(0, 3)))]
+            else:
+                flat = a.reshape(-1).copy()
+                flat.view(np.uint8)[data.draw(st.integers(0, flat.nbytes - 1))] ^= np.uint8(data.draw(st.integers(1, 255)))
+                tensors[name] = flat.reshape(a.shape)
+    path = tmp_path / "fuzz.bkm"
+    try:
+        save_artifact(path, tensors, meta)
+    except (TypeError, ValueError):  # e.g. NaN or non-string keys that json/safetensors refuse to write
+        return
+    try:
+        art = load_artifact(path)
+    except ArtifactError:
+        return
+    prog = ReferenceProgram(art)
+    x = np.random.default_rng(0).standard_normal((2, *art.input_shape)).astype(np.float32)
+    for view in art.views:
+        out = prog.run(x, view)
+        assert out.shape == (2, len(art.labels))
+
+
+def test_loader_and_backend_are_torch_free(good):
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from binkit import registry
+        import binkit.runtime
+        if "reference" not in registry.names("backend"):
+            registry.register_plugin("binkit.runtime.plugin")
+        m = binkit.runtime.load({str(good)!r}, backend="reference")
+        s, labels = m.predict(np.zeros((2, 3, {T}), np.float32))
+        assert s.shape == (2, 4), s.shape
+        assert "torch" not in sys.modules, sorted(k for k in sys.modules if k.startswith("torch"))
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_backend_registered():
+    if "reference" not in registry.names("backend"):
+        registry.register_plugin("binkit.runtime.plugin")
+    from binkit.runtime import get_backend
+
+    assert get_backend("reference").name == "reference"
