@@ -239,6 +239,7 @@ class TrainingSpec(_Spec):
     lr: float = Field(1e-3, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1, **_desc("SGD only"))
     weight_decay: float = Field(0.0, ge=0, le=1)
+    grad_clip: float = Field(0.0, ge=0, **_desc("clip the global gradient norm to this; 0 = off"))
     schedule: Literal["cosine", "constant"] = "cosine"
     epochs: int = Field(10, ge=1, le=100000)
     batch_size: int = Field(64, ge=1, le=65536)

@@ -378,6 +378,8 @@ def _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume) -> Tra
                                          "lower training.lr or check the data")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if t.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             apply_constraints(model)
             total_loss += loss.detach().double().cpu() * len(y)

@@ -126,3 +126,18 @@ def test_evaluate_counts_exactly(tiny_data):
     with torch.no_grad():
         expected = (model.eval()(x).argmax(-1) == y).float().mean().item()
     assert evaluate(model, tiny_data.splits["val"], [None], batch_size=5) == {"full": pytest.approx(expected)}
+
+
+def test_grad_clip_limits_the_update(tiny_data):
+    from binkit.train.build import build_model
+
+    def moved(clip: float) -> float:
+        spec = tiny_spec(binarization={"enabled": False}, training={"epochs": 1, "grad_clip": clip, "lr": 0.1,
+                                                                     "optimizer": "sgd", "momentum": 0.0})
+        torch.manual_seed(spec.training.seed)  # fit seeds the same way before building its model
+        start = build_model(resolve(spec), tiny_data.num_classes, tiny_data.feature_shape)
+        result = fit(spec, None, progress=False, data=tiny_data)
+        # parameters only: BatchNorm running statistics move with every forward pass
+        return sum(float((a - b).detach().norm()) for a, b in zip(result.model.parameters(), start.parameters()))
+
+    assert moved(1e-6) < 0.01 * moved(0.0)
