@@ -82,6 +82,11 @@ def _load_model(path: str):
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
+    if Path(args.target).suffix == ".bkm":  # an exported artifact: what it holds, torch-free
+        from binkit.runtime.artifact import describe, load_artifact
+
+        print(describe(load_artifact(args.target)))
+        return 0
     from binkit.nn.summary import summary
 
     model, _ = _load_model(args.target)
@@ -193,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_check)
 
     s = sub.add_parser("summary", help="per-layer parameters by bit width, memory and MACs")
-    s.add_argument("target", help="a spec (.toml), a run folder or a checkpoint (.pt)")
+    s.add_argument("target", help="a spec (.toml), a run folder, a checkpoint (.pt) or an artifact (.bkm)")
     s.add_argument("--view", help="summarise this view of a thinnable model")
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")

@@ -45,6 +45,9 @@ def test_train_export_infer(tmp_path, capsys):
     assert main(["infer", str(artifact), str(wav), "--view", "7"]) == 2
     assert "view" in capsys.readouterr().err
 
+    assert main(["summary", str(artifact)]) == 0
+    assert "bytes packed binary weights" in capsys.readouterr().out
+
     bad = tmp_path / "bad.bkm"
     bad.write_bytes(artifact.read_bytes()[:200])
     assert main(["infer", str(bad), str(wav)]) == 2
