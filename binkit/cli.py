@@ -186,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"binkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("plugins", help="list registered quantizers, architectures, distillers, datasets, backends")
+    s = sub.add_parser("plugins", help="list registered quantizers, architectures, distillers, datasets, backends, lowerings")
     s.add_argument("--kind", choices=["quantizer", "architecture", "distiller", "dataset", "backend", "lowering"])
     s.add_argument("--filter", default="*", help="wildcard on names, e.g. 'bi*'")
     s.add_argument("--json", action="store_true", help="machine-readable output")
