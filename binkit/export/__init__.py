@@ -80,7 +80,11 @@ class ExportReport:
         views: view names (the first is the default).
         num_ops: ops in the plan (all views).
         fallbacks: ``{"layer", "reason"}`` for layers exported in float.
-        float16: whether full-precision weights are stored as float16.
+        sign_folded: binary ops whose transform, PReLU and the next layer's sign were folded
+            into one integer threshold per channel (their output only feeds binary ops).
+        float16: whether any full-precision weight is stored as float16.
+        float16_tensors: the tensors stored as float16 (each kept only while the measured logit
+            change of the whole plan stayed within tolerance).
         float16_note: why float16 was or was not used.
         float16_error: per view, the float16 plan's logits vs the float32 plan's on the probe
             inputs: ``max_abs``, ``max_rel`` (max |diff| / max |logit|, per clip), ``argmax_agreement``.
@@ -93,14 +97,20 @@ class ExportReport:
     views: list[str]
     num_ops: int
     fallbacks: list[dict[str, str]] = field(default_factory=list)
+    sign_folded: list[str] = field(default_factory=list)
     float16: bool = False
+    float16_tensors: list[str] = field(default_factory=list)
     float16_note: str = ""
     float16_error: dict[str, dict[str, float]] = field(default_factory=dict)
     conformance: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_markdown(self) -> str:
         lines = [f"exported {self.path} ({self.size_bytes} bytes, {self.num_ops} ops, views {', '.join(self.views)})",
-                 f"float16 weights: {'yes' if self.float16 else 'no'} ({self.float16_note})"]
+                 f"float16 weights: {', '.join(self.float16_tensors) or 'none'} ({self.float16_note})"]
+        if self.sign_folded:
+            lines.append(f"sign thresholds: {len(self.sign_folded)} binary op(s) feed only binary ops and "
+                         f"store one integer per channel ({', '.join(self.sign_folded[:3])}"
+                         f"{', ...' if len(self.sign_folded) > 3 else ''})")
         for v, e in self.conformance.items():
             lines.append(f"  view {v}: reference vs torch max rel {e['max_rel']:.2e}, argmax agreement "
                          f"{e['argmax_agreement']:.3f}")

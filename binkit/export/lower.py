@@ -21,6 +21,7 @@ else (a float layer, an add) becomes an ``affine`` op with the same ``s_o`` and 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -368,9 +369,123 @@ class PlanBuilder:
                               "Train them with a deployable binarizer, exclude them from binarization, or "
                               "pass allow_float_fallback=True (--allow-float-fallback) to run them in float.")
 
+    # ------------------------------------------------------------------ sign-output folding
+
+    def fold_sign_outputs(self) -> list[str]:
+        """Fold ``binary op -> PReLU -> (only binary ops)`` into a binary op with a sign threshold.
+
+        When a binary op's output ``v`` feeds only a PReLU whose output ``u`` feeds only binary
+        ops (which binarize it), in every view, then with every PReLU slope > 0 what those ops
+        see is ``sign(prelu(m dot + c)) = sign(m dot + c)`` (sign(0) = +1). That is +1 iff
+        ``m dot + c >= 0``, i.e. for ``m > 0`` iff ``dot >= ceil(-c / m)``: one integer per
+        channel instead of two floats, computed exactly (``fractions.Fraction``; float64
+        ``m*dot + c`` of float32 ``m, c`` and an integer dot has the sign of the exact value).
+        Channels with ``m < 0`` get their weight bits inverted (``dot -> -dot``); ``m = 0`` is a
+        constant (threshold ``-K`` or ``K + 1``). The PReLU op disappears.
+
+        Returns the names of the folded ops. Call after every view is lowered.
+        """
+        folded: list[str] = []
+        xi = 0
+        while xi < len(self.ops):
+            pi = self._sign_fold_partner(xi)
+            if pi is None:
+                xi += 1
+                continue
+            x, prelu = self.ops[xi], self.ops[pi]
+            thr, flip = _sign_thresholds(self.tensors[x["tensors"]["multiplier"]],
+                                         self.tensors[x["tensors"]["offset"]], _max_dot(x))
+            weight = x["tensors"]["weight"]
+            if flip.any():
+                weight = self.tensor(f"{weight}.signfold", _flip_rows(x, self.tensors[weight], flip))
+            base = x["tensors"]["multiplier"].rsplit(".multiplier", 1)[0]
+            dtype = np.int16 if thr.min() >= -(1 << 15) and thr.max() < (1 << 15) else np.int32
+            x["tensors"] = {"weight": weight, "threshold": self.tensor(f"{base}.threshold", thr.astype(dtype))}
+            x["outputs"] = list(prelu["outputs"])
+            del self.ops[pi]
+            for view in self.views.values():
+                view["ops"] = [i - (i > pi) for i in view["ops"] if i != pi]
+            folded.append(x["name"])
+            xi += 1
+        return folded
+
+    def _sign_fold_partner(self, xi: int) -> int | None:
+        """The PReLU op index that binary op ``xi`` can absorb (see :meth:`fold_sign_outputs`)."""
+        x = self.ops[xi]
+        if x["op"] not in BINARY_OPS or "multiplier" not in x["tensors"]:
+            return None
+        v = x["outputs"][0]
+        partner = None
+        for view in self.views.values():
+            seq = view["ops"]
+            if xi not in seq:
+                if partner is not None and partner in seq:
+                    return None  # the PReLU also runs in a view without this op
+                continue
+            readers = [i for i in seq if v in self.ops[i]["inputs"]]
+            if view["output"] == v or len(readers) != 1 or self.ops[readers[0]]["op"] != "prelu":
+                return None
+            if partner is not None and readers[0] != partner:
+                return None
+            partner = readers[0]
+            u = self.ops[partner]["outputs"][0]
+            users = [i for i in seq if u in self.ops[i]["inputs"]]
+            if view["output"] == u or not users or any(self.ops[i]["op"] not in BINARY_OPS for i in users):
+                return None
+        if partner is None:
+            return None
+        if any(partner in view["ops"] and xi not in view["ops"] for view in self.views.values()):
+            return None
+        if not (self.tensors[self.ops[partner]["tensors"]["slope"]] > 0).all():
+            return None  # sign(prelu(z)) = sign(z) needs positive slopes
+        return partner
+
     def referenced_tensors(self) -> dict[str, np.ndarray]:
         used = {t for op in self.ops for t in op["tensors"].values()}
         return {k: v for k, v in self.tensors.items() if k in used}
+
+
+def _max_dot(op: dict[str, Any]) -> int:
+    """Largest |dot| a binary op can produce (its full receptive field)."""
+    a = op["attrs"]
+    if op["op"] == "blinear":
+        return int(a["in_features"])
+    if op["op"] == "bdwconv1d":
+        return int(np.prod(a["kernel_size"]))
+    return int(a["in_channels"]) * int(np.prod(a["kernel_size"]))
+
+
+def _sign_thresholds(mult: np.ndarray, off: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel: the integer ``t`` with ``sign(m dot + c) = +1  iff  s dot >= t`` where
+    ``s = -1`` for flipped channels (``m < 0``), exactly; and the flip mask."""
+    from fractions import Fraction
+
+    thr = np.empty(len(mult), np.int64)
+    flip = np.asarray(mult) < 0
+    for o, (m, c) in enumerate(zip(np.asarray(mult, np.float64), np.asarray(off, np.float64))):
+        m, c = Fraction(abs(float(m))), Fraction(float(c))
+        if m == 0:
+            thr[o] = -k if c >= 0 else k + 1  # constant +1 / constant -1
+        else:
+            # flipped channels: m dot + c = |m| (-dot) + c, so the same rule holds on -dot
+            thr[o] = min(max(math.ceil(-c / m), -k), k + 1)
+    return thr, flip
+
+
+def _flip_rows(op: dict[str, Any], words: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Packed weights with the +-1 signs of the flipped output channels inverted (padding bits
+    stay 0)."""
+    from binkit.runtime.bits import pack_signs, unpack_signs
+
+    if op["op"] == "bdwconv1d":  # (k, words(C)): channel c is bit c of every tap
+        c = int(op["attrs"]["in_channels"])
+        signs = unpack_signs(words, c)  # (k, C)
+        signs[:, flip] *= -1
+        return pack_signs(signs)
+    n = int(op["attrs"].get("in_channels", op["attrs"].get("in_features")))
+    signs = unpack_signs(words, n)  # (out, ..., C)
+    signs[flip] *= -1
+    return pack_signs(signs)
 
 
 # ---------------------------------------------------------------------------------------------

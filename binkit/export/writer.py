@@ -52,6 +52,11 @@ def _probe(feature_spec: Any, feature_shape: tuple[int, ...]) -> np.ndarray:
     return rng.standard_normal((PROBE_CLIPS, *feature_shape)).astype(np.float32)
 
 
+def _narrow(tensors: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """``tensors`` with the named ones stored as float16."""
+    return {k: (v.astype(np.float16) if k in names else v) for k, v in tensors.items()}
+
+
 def _run_all(path: Path, probe: np.ndarray) -> dict[str, np.ndarray]:
     program = ReferenceProgram(load_artifact(path))
     return {v: program.run(probe, v) for v in program.artifact.views}
@@ -82,6 +87,7 @@ def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, 
         builder = PlanBuilder(model, feature_shape, allow_float_fallback)
         (find_lowering(model) or lower_chain)(model, builder, views)
         builder.check()
+        sign_folded = builder.fold_sign_outputs()
         tensors = builder.referenced_tensors()
         probe = _probe(feature_spec, feature_shape) if probe is None else np.asarray(probe, np.float32)
         with torch.no_grad():
@@ -103,31 +109,47 @@ def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, 
         "frontend": feature_spec.model_dump() if feature_spec is not None else None,
         "fallbacks": fallbacks,
     }
-    f16_tensors = {k: (v.astype(np.float16) if k in builder.fp_weights else v) for k, v in tensors.items()}
     with tempfile.TemporaryDirectory(prefix="binkit-export-") as tmp:
         f32_path = Path(tmp) / "f32.bkm"
         save_artifact(f32_path, tensors, {**metadata, "export": {"float16": False}})
         got32 = _run_all(f32_path, probe)
         conformance = {v: logit_error(got32[v], want[v]) for v in views}
-        use16, note, f16_error = False, "not requested (--no-float16)", {}
-        if float16 and not builder.fp_weights:
+        narrowed: list[str] = []
+        f16_error: dict[str, dict[str, float]] = {}
+        if not float16:
+            note = "not requested (--no-float16)"
+        elif not builder.fp_weights:
             note = "no full-precision weights to narrow"
-        elif float16:
-            f16_path = Path(tmp) / "f16.bkm"
-            save_artifact(f16_path, f16_tensors, {**metadata, "export": {"float16": True}})
-            got16 = _run_all(f16_path, probe)
-            f16_error = {v: logit_error(got16[v], got32[v]) for v in views}
-            worst = max(e["max_rel"] for e in f16_error.values())
-            agree = min(e["argmax_agreement"] for e in f16_error.values())
-            use16 = worst <= float16_tolerance and agree == 1.0
-            note = (f"measured on {len(probe)} probe clips: max relative logit change {worst:.2e}, argmax "
-                    f"agreement {agree:.3f}; {'within' if use16 else 'over'} tolerance {float16_tolerance:g}"
-                    + ("" if use16 else ", kept float32"))
-            if use16:
-                conformance = {v: logit_error(got16[v], want[v]) for v in views}
-    export_info = {"float16": use16, "float16_note": note, "float16_error": f16_error, "conformance": conformance}
+        else:
+            # Greedy, largest tensor first: narrow one more tensor only while the whole plan's
+            # logits stay within tolerance of the float32 plan. A layer whose output is later
+            # binarized (e.g. the first conv) can flip signs downstream and fail where the last
+            # layer alone passes; measuring per tensor keeps the safe ones.
+            rejected: dict[str, float] = {}
+            for name in sorted(builder.fp_weights, key=lambda k: (-tensors[k].size, k)):
+                trial = narrowed + [name]
+                trial_path = Path(tmp) / f"f16-{len(trial)}-{len(rejected)}.bkm"
+                save_artifact(trial_path, _narrow(tensors, trial), {**metadata, "export": {"float16": True}})
+                got16 = _run_all(trial_path, probe)
+                err = {v: logit_error(got16[v], got32[v]) for v in views}
+                worst = max(e["max_rel"] for e in err.values())
+                agree = min(e["argmax_agreement"] for e in err.values())
+                if worst <= float16_tolerance and agree == 1.0:
+                    narrowed, f16_error, final16 = trial, err, got16
+                else:
+                    rejected[name] = worst
+            saved = sum(tensors[k].nbytes // 2 for k in narrowed)
+            note = (f"measured on {len(probe)} probe clips, tolerance {float16_tolerance:g}: "
+                    + (f"float16 for {', '.join(narrowed)} (max relative logit change "
+                       f"{max(e['max_rel'] for e in f16_error.values()):.2e}, {saved} bytes saved)"
+                       if narrowed else "nothing narrowed")
+                    + "".join(f"; {k} kept float32 (change {w:.2e})" for k, w in rejected.items()))
+            if narrowed:
+                conformance = {v: logit_error(final16[v], want[v]) for v in views}
+    use16 = bool(narrowed)
+    export_info = {"sign_folded": sign_folded, "float16": use16, "float16_tensors": narrowed, "float16_note": note, "float16_error": f16_error, "conformance": conformance}
     with atomic_path(path) as tmp:
-        save_artifact(tmp, f16_tensors if use16 else tensors, {**metadata, "export": export_info})
+        save_artifact(tmp, _narrow(tensors, narrowed), {**metadata, "export": export_info})
     return ExportReport(path=path, size_bytes=path.stat().st_size, views=views, num_ops=len(builder.ops),
-                        fallbacks=fallbacks, float16=use16, float16_note=note, float16_error=f16_error,
+                        fallbacks=fallbacks, sign_folded=sign_folded, float16=use16, float16_tensors=narrowed, float16_note=note, float16_error=f16_error,
                         conformance=conformance)

@@ -6,7 +6,7 @@ Torch-free. Writing is :func:`save_artifact` (used by :mod:`binkit.export`); rea
 was found and what is allowed. Nothing from the file is ever executed: the container is
 safetensors (raw little-endian arrays plus a JSON header, no pickle), and the metadata is JSON.
 
-Format, version 1
+Format, version 2
 -----------------
 Tensors (names are informative; the plan references tensors by name):
 
@@ -18,14 +18,18 @@ Tensors (names are informative; the plan references tensors by name):
   the sign of ``W[c, 0, j]``);
 * the fused output transform of each binary op, ``multiplier`` and ``offset``, ``float32
   (out,)``: ``y_o = multiplier_o * dot_o + offset_o`` on the integer dot (weight scale, bias and
-  BatchNorm folded, see :mod:`binkit.export.lower`);
+  BatchNorm folded, see :mod:`binkit.export.lower`); or, instead of both, a sign ``threshold``
+  ``int16``/``int32 (out,)``: ``y_o = +1 if dot_o >= threshold_o else -1`` (floats), for ops whose
+  output only ever feeds binary ops (export folds transform, PReLU and the next sign into it:
+  :meth:`binkit.export.lower.PlanBuilder.fold_sign_outputs`);
 * full-precision weights ``float16`` or ``float32`` (torch layouts ``(out, in/groups, *kernel)``,
   ``(out, in)``), biases ``float32 (out,)``; ``affine`` multiplier/offset and ``prelu`` slopes
   ``float32`` (``(C,)``, slopes also ``(1,)``).
 
 Metadata (safetensors ``__metadata__``, every value a string; JSON unless noted):
 
-* ``format``: ``"binkit-artifact"`` (plain string); ``format_version``: ``"1"`` (plain string);
+* ``format``: ``"binkit-artifact"`` (plain string); ``format_version``: ``"2"`` (plain string;
+  version 1 files, whose plan is always plain JSON, still load);
 * ``producer``: e.g. ``"binkit 0.1.0"`` (plain string);
 * ``checksum``: ``"sha256:<hex>"`` over the other metadata (canonical JSON) and every tensor's
   name, dtype, shape and bytes (:func:`compute_checksum`): integrity against truncation and bit
@@ -35,7 +39,9 @@ Metadata (safetensors ``__metadata__``, every value a string; JSON unless noted)
   "tensors"}``: ``op`` one of :data:`OPS`, ``name`` the torch module it came from (diagnostics),
   ``inputs``/``outputs`` value names, ``attrs`` the op's attributes, ``tensors`` role -> tensor
   name. Values are float arrays with a leading batch axis; shapes and ``axis`` attributes below
-  are *per example* (axis 0 is the first axis after the batch);
+  are *per example* (axis 0 is the first axis after the batch). Stored as ``"zlib:"`` followed
+  by the base64 of the zlib-compressed JSON (version 2; the plan repeats its structure per block
+  and view, so this shrinks it about sevenfold; inflating is capped at :data:`MAX_PLAN_BYTES`);
 * ``views``: ``{view: {"ops": [op indices in execution order], "output": value}}``; every view
   starts from the value ``"input"``; ``default_view``: the view ``predict`` runs by default;
 * ``labels``: class names, one per output; ``frontend``: a :class:`binkit.specs.FeaturesSpec`
@@ -53,11 +59,11 @@ op             input -> output                          tensors / attrs
                                                         input_sign
 ``conv1d_fp``  ``(C, T) -> (O, T')``                    as conv2d_fp, 1-D
 ``linear_fp``  ``(..., I) -> (..., O)``                 weight, bias?; input_sign
-``bconv2d``    ``(C, H, W) -> (O, H', W')``             weight, multiplier, offset; in_channels,
-                                                        kernel_size, stride, padding, dilation
+``bconv2d``    ``(C, H, W) -> (O, H', W')``             weight, multiplier + offset or threshold;
+                                                        in_channels, kernel_size, stride, padding, dilation
 ``bconv1d``    ``(C, T) -> (O, T')``                    as bconv2d, 1-D
 ``bdwconv1d``  ``(C, T) -> (C, T')``                    as bconv1d, depthwise (one kernel per channel)
-``blinear``    ``(..., I) -> (..., O)``                 weight, multiplier, offset; in_features
+``blinear``    ``(..., I) -> (..., O)``                 weight, multiplier + offset or threshold; in_features
 ``affine``     ``x -> x``                               multiplier, offset; axis
 ``prelu``      ``x -> x``                               slope ``(1,)`` or ``(C,)``; axis
 ``relu``       ``x -> x``
@@ -73,10 +79,12 @@ op             input -> output                          tensors / attrs
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -101,7 +109,12 @@ __all__ = [
 ]
 
 FORMAT = "binkit-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this loader reads (1: the plan is plain JSON; 2: it may be zlib-compressed).
+READ_VERSIONS = (1, 2)
+#: Largest decompressed plan, in bytes; a larger one is refused (decompression-bomb guard).
+MAX_PLAN_BYTES = 16 << 20
+_ZLIB_PREFIX = "zlib:"
 #: Largest element count of one value per example; larger plans are refused as implausible.
 MAX_VALUE_ELEMENTS = 1 << 24
 
@@ -109,6 +122,7 @@ _PLAIN_KEYS = frozenset({"format", "format_version", "producer", "checksum"})
 _F32 = (np.dtype(np.float32),)
 _FP_WEIGHT = (np.dtype(np.float16), np.dtype(np.float32))
 _WORDS = (np.dtype(WORD_DTYPE),)
+_THRESHOLD = (np.dtype(np.int16), np.dtype(np.int32))
 
 
 class ArtifactError(BinkitError, ValueError):
@@ -176,7 +190,10 @@ def save_artifact(path: str | os.PathLike[str], tensors: dict[str, np.ndarray], 
     """
     from safetensors.numpy import save_file
 
-    meta = {k: (v if k in _PLAIN_KEYS and isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
+    meta = {k: (v if k in _PLAIN_KEYS and isinstance(v, str) else json.dumps(v, separators=(",", ":"))) for k, v in metadata.items()}
+    if "plan" in meta and not meta["plan"].startswith(_ZLIB_PREFIX):
+        # The plan repeats op structure per view and block; zlib takes it to a fraction.
+        meta["plan"] = _ZLIB_PREFIX + base64.b64encode(zlib.compress(meta["plan"].encode("utf-8"), 9)).decode("ascii")
     meta.setdefault("format", FORMAT)
     meta.setdefault("format_version", str(FORMAT_VERSION))
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
@@ -317,6 +334,17 @@ def _transform(where, op, tensors, out: int) -> None:
     _tensor(where, op, tensors, "offset", _F32, (out,))
 
 
+def _binary_output(where, op, tensors, out: int) -> None:
+    """A binary op ends in the float transform (multiplier, offset) or a sign threshold."""
+    refs = op["tensors"]
+    if "threshold" in refs:
+        if "multiplier" in refs or "offset" in refs:
+            raise ArtifactError(f"{where}: has both a sign threshold and a multiplier/offset transform")
+        _tensor(where, op, tensors, "threshold", _THRESHOLD, (out,))
+    else:
+        _transform(where, op, tensors, out)
+
+
 def _bconv(nd: int) -> Callable:
     def check(where, op, shapes, tensors):
         (shape,) = shapes
@@ -334,7 +362,7 @@ def _bconv(nd: int) -> Callable:
             raise ArtifactError(f"{where}: packed weight must be (out, {', '.join(map(str, ks))}, {num_words(c)}), got {w.shape}")
         _check_padding_bits(where, op["tensors"]["weight"], w, c)
         o = w.shape[0]
-        _transform(where, op, tensors, o)
+        _binary_output(where, op, tensors, o)
         out = [_conv_out(where, shape[1 + i], ks[i], stride[i], pads[i], dil[i]) for i in range(nd)]
         return (o, *out)
     return check
@@ -353,7 +381,7 @@ def _bdwconv1d(where, op, shapes, tensors):
     (pad,) = _pads(where, a, 1)
     w = _tensor(where, op, tensors, "weight", _WORDS, (k, num_words(c)))
     _check_padding_bits(where, op["tensors"]["weight"], w, c)
-    _transform(where, op, tensors, c)
+    _binary_output(where, op, tensors, c)
     return (c, _conv_out(where, shape[1], k, s, pad, d))
 
 
@@ -368,7 +396,7 @@ def _blinear(where, op, shapes, tensors):
     if w.ndim != 2 or w.shape[1] != num_words(i) or w.shape[0] < 1:
         raise ArtifactError(f"{where}: packed weight must be (out, {num_words(i)}), got {w.shape}")
     _check_padding_bits(where, op["tensors"]["weight"], w, i)
-    _transform(where, op, tensors, w.shape[0])
+    _binary_output(where, op, tensors, w.shape[0])
     return (*shape[:-1], w.shape[0])
 
 
@@ -430,10 +458,10 @@ OPS: dict[str, tuple[int, frozenset[str], Callable]] = {
     "conv2d_fp": (1, frozenset({"weight", "bias"}), _conv_fp(2)),
     "conv1d_fp": (1, frozenset({"weight", "bias"}), _conv_fp(1)),
     "linear_fp": (1, frozenset({"weight", "bias"}), _linear_fp),
-    "bconv2d": (1, frozenset({"weight", "multiplier", "offset"}), _bconv(2)),
-    "bconv1d": (1, frozenset({"weight", "multiplier", "offset"}), _bconv(1)),
-    "bdwconv1d": (1, frozenset({"weight", "multiplier", "offset"}), _bdwconv1d),
-    "blinear": (1, frozenset({"weight", "multiplier", "offset"}), _blinear),
+    "bconv2d": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _bconv(2)),
+    "bconv1d": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _bconv(1)),
+    "bdwconv1d": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _bdwconv1d),
+    "blinear": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _blinear),
     "affine": (1, frozenset({"multiplier", "offset"}), _affine),
     "prelu": (1, frozenset({"slope"}), _prelu),
     "relu": (1, frozenset(), _relu),
@@ -540,11 +568,30 @@ def validate_plan(ops: Any, views: Any, input_shape: tuple[int, ...], tensors: d
 # ---------------------------------------------------------------------------------------------
 
 
+def _inflate(key: str, text: str) -> str:
+    """The JSON text of a ``"zlib:" + base64(zlib(json))`` metadata value, size-capped."""
+    try:
+        packed = base64.b64decode(text[len(_ZLIB_PREFIX):].encode("ascii"), validate=True)
+        d = zlib.decompressobj()
+        raw = d.decompress(packed, MAX_PLAN_BYTES)
+        complete = d.eof and not d.unconsumed_tail
+        raw_text = raw.decode("utf-8") if complete else ""
+    except (ValueError, zlib.error, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"metadata key {key!r}: compressed value is corrupt ({exc})") from None
+    if not complete:
+        raise ArtifactError(f"metadata key {key!r}: compressed value is truncated or inflates past "
+                            f"{MAX_PLAN_BYTES} bytes")
+    return raw_text
+
+
 def _json(meta: dict[str, str], key: str) -> Any:
     if key not in meta:
         raise ArtifactError(f"metadata key {key!r} is missing")
+    text = meta[key]
+    if key == "plan" and text.startswith(_ZLIB_PREFIX) and meta.get("format_version") != "1":
+        text = _inflate(key, text)
     try:
-        return json.loads(meta[key])
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ArtifactError(f"metadata key {key!r} is not valid JSON: {exc}") from None
 
@@ -592,9 +639,9 @@ def _load(path: Path) -> Artifact:
     if fmt != FORMAT:
         raise ArtifactError(f"format is {fmt!r}, expected {FORMAT!r}: not a binkit artifact")
     version = meta.get("format_version")
-    if version != str(FORMAT_VERSION):
-        raise ArtifactError(f"format_version is {version!r}; this binkit reads version {FORMAT_VERSION} "
-                            "(re-export the model with this binkit version)")
+    if version not in {str(v) for v in READ_VERSIONS}:
+        raise ArtifactError(f"format_version is {version!r}; this binkit reads versions "
+                            f"{', '.join(map(str, READ_VERSIONS))} (re-export the model with this binkit version)")
     checksum = meta.get("checksum")
     if checksum != compute_checksum(meta, tensors):
         raise ArtifactError("checksum mismatch: the file was modified or corrupted after export")

@@ -61,9 +61,11 @@ def _out_len(in_len: int, k: int, s: int, pad: list[int], d: int) -> int:
 
 
 def _transform(dot: np.ndarray, t: dict[str, np.ndarray], axis: int) -> np.ndarray:
-    """``multiplier_o * dot + offset_o`` with the output channel on ``axis``."""
+    """``multiplier_o * dot + offset_o`` (or the sign threshold) with the output channel on ``axis``."""
     shape = [1] * dot.ndim
     shape[axis] = -1
+    if "threshold" in t:  # sign output: +1 iff dot >= threshold (transform, PReLU, sign folded)
+        return np.where(dot >= t["threshold"].astype(np.int64).reshape(shape), 1.0, -1.0)
     m = t["multiplier"].astype(np.float64).reshape(shape)
     c = t["offset"].astype(np.float64).reshape(shape)
     return m * dot + c

@@ -127,7 +127,7 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("key, value, match", [
     ("format", "onnx", "not a binkit artifact"),
-    ("format_version", "2", "format_version is '2'; this binkit reads version 1"),
+    ("format_version", "3", "format_version is '3'; this binkit reads versions 1, 2"),
 ])
 def test_wrong_format_or_version(tmp_path, key, value, match):
     tensors, meta = _parts()
@@ -194,6 +194,48 @@ def test_bad_json_metadata(good, tmp_path):
     save_file(art.tensors, str(p), metadata=meta)
     with pytest.raises(ArtifactError, match="'plan' is not valid JSON"):
         load_artifact(p)
+
+
+def _rewrite_plan(good, tmp_path, plan_value, version="2"):
+    from safetensors.numpy import save_file
+    from binkit.runtime.artifact import compute_checksum
+
+    art = load_artifact(good)
+    meta = dict(art.metadata, plan=plan_value, format_version=version)
+    meta["checksum"] = compute_checksum(meta, art.tensors)
+    p = tmp_path / "plan.bkm"
+    save_file(art.tensors, str(p), metadata=meta)
+    return p
+
+
+def test_plan_is_stored_compressed_and_version_1_still_loads(good, tmp_path):
+    import json
+
+    art = load_artifact(good)
+    assert art.metadata["format_version"] == "2" and art.metadata["plan"].startswith("zlib:")
+    plain = json.dumps({"ops": art.ops})
+    assert len(art.metadata["plan"]) < len(plain)
+    old = load_artifact(_rewrite_plan(good, tmp_path, plain, version="1"))  # a version 1 file
+    assert old.ops == art.ops
+
+
+@pytest.mark.parametrize("value, match", [
+    ("zlib:not base64!", "compressed value is corrupt"),
+    ("zlib:" + __import__("base64").b64encode(b"\x78\x9cgarbage").decode(), "compressed value is corrupt"),
+    ("zlib:" + __import__("base64").b64encode(__import__("zlib").compress(b'{"ops": []}')[:-6]).decode(),
+     "truncated or inflates past"),
+    ("zlib:" + __import__("base64").b64encode(__import__("zlib").compress(b" " * (17 << 20))).decode(),
+     "truncated or inflates past"),
+])
+def test_corrupt_or_oversized_compressed_plan(good, tmp_path, value, match):
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(_rewrite_plan(good, tmp_path, value))
+
+
+def test_compressed_plan_refused_in_version_1(good, tmp_path):
+    art = load_artifact(good)
+    with pytest.raises(ArtifactError, match="'plan' is not valid JSON"):
+        load_artifact(_rewrite_plan(good, tmp_path, art.metadata["plan"], version="1"))
 
 
 # --- fuzzing: structured mutations of metadata and tensors, re-checksummed so that validation
