@@ -134,3 +134,53 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
     atomic_write_text(out / f"eval_{split}.md", "\n".join(lines))
     atomic_write_text(out / f"eval_{split}.json", json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def median_latency_seconds(fn, runs: int, warmup: int = 20) -> float:
+    """Median wall time of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1e-9
+
+
+def evaluate_artifact(artifact: str | Path, run: str | Path, *, backend: str = "neon", split: str = "test",
+                      data: LabeledSplits | None = None, latency_runs: int = 1000) -> dict[str, Any]:
+    """Accuracy of an exported artifact on ``backend`` over a run's ``split``, per view, plus the
+    median batch-1 latency of one clip per view (``latency_runs`` calls after a warm-up).
+
+    The features are the run's own pipeline features (the torch front-end); the numpy front-end
+    that deployment uses matches it within the bounds its tests state.
+    """
+    from binkit.runtime import load
+
+    run = Path(run)
+    ckpt = run / "model.pt" if run.is_dir() else run
+    _, meta = load_checkpoint(ckpt)
+    resolved = meta["resolved"]
+    if data is None:
+        data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+    model = load(str(artifact), backend=backend)
+    if list(model.labels) != list(data.labels):
+        raise ValueError(f"{artifact}: labels {model.labels} differ from the data's {list(data.labels)}")
+    feats, truth = [], []
+    for x, y in data.batches(split, 256):
+        feats.append(np.ascontiguousarray(x.numpy(), dtype=np.float32))
+        truth.append(y.numpy())
+    x_all, y_all = np.concatenate(feats), np.concatenate(truth)
+    out: dict[str, Any] = {"backend": backend, "kernel": getattr(model.program, "kernel", backend),
+                           "clips": int(len(y_all)), "artifact_bytes": Path(artifact).stat().st_size, "views": {}}
+    one = x_all[:1]
+    for view in model.views:
+        pred = np.concatenate([model.program.run(x_all[i:i + 256], view).argmax(-1)
+                               for i in range(0, len(x_all), 256)])
+        lat = median_latency_seconds(lambda: model.program.run(one, view), latency_runs)
+        out["views"][view] = {"accuracy": float((pred == y_all).mean()), "latency_us": lat * 1e6}
+    return out

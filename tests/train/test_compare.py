@@ -95,6 +95,14 @@ def test_compare_and_demo_commands(tmp_path, capsys):
     demo = json.loads((tmp_path / "out" / "demo.json").read_text())
     assert {r["run"] for r in demo["per_view"]} == {"teacher", "student", "mlp-bnn", "mlp-bireal"}
     assert all(r["torch_latency_ms"] > 0 for r in demo["per_view"])
+    rows = {r["run"]: r for r in demo["per_view"]}
+    assert rows["teacher"]["engine_acc"] is None  # full precision: nothing to export
+    for run in ("student", "mlp-bnn"):  # exported, then run on the engine over the test split
+        assert (tmp_path / "out" / run / "model.bkm").is_file()
+        assert rows[run]["artifact_bytes"] == (tmp_path / "out" / run / "model.bkm").stat().st_size
+        assert rows[run]["engine_acc"] == pytest.approx(rows[run]["test_acc"], abs=0.1)
+        assert rows[run]["engine_latency_us"] > 0
+    assert rows["mlp-bireal"]["engine_acc"] is not None or "not exported" in out
     assert (tmp_path / "out" / "reports" / "student" / "confusion_test.png").is_file()
     assert main(["compare", str(tmp_path / "missing.toml")]) == 2
 
