@@ -23,7 +23,11 @@ def _extensions():
                 ".".join(rel.parts),
                 [str(pyx.relative_to(ROOT))],
                 include_dirs=[str(pyx.parent.relative_to(ROOT)), str((pyx.parent / "include").relative_to(ROOT))],
-                extra_compile_args=["-O3", "-std=c11"],
+                # rebuild when a kernel header changes (setuptools does not scan includes)
+                depends=[str(h.relative_to(ROOT)) for h in sorted((pyx.parent / "include").glob("*.h"))],
+                # -ffp-contract=off: no FMA contraction, so the float code gives the same bits
+                # in every kernel variant (binkit_engine.h); -std=c11 already implies it on gcc.
+                extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off"],
             )
         )
     if not exts:

@@ -1,12 +1,14 @@
 """binkit_neon: binkit's compiled engine (Cython over C headers), registered as backend "neon".
 
-The engine itself (execution plan, binary GEMM, depthwise temporal conv, fused epilogues, NEON
-and x86 variants chosen at run time) lands with the export/engine issue. For now this package
-holds the bit-convention foundation every kernel builds on:
-
+- :mod:`binkit_neon.engine`: :class:`NeonBackend` / :class:`Program`: an artifact planned once at
+  load and run by one nogil C call per batch (``include/binkit_engine.h``,
+  ``include/binkit_engine_ops.h``), with XOR-popcount kernels in NEON, AVX-512 VPOPCNTDQ, AVX2,
+  POPCNT and portable scalar variants chosen at run time (``include/binkit_kernels.h``);
+  :func:`available_kernels`, :func:`default_kernel`, :func:`popcount_peak`, :func:`multiplane_dot`
+  (bit-serial k-bit dot products);
 - ``include/binkit_bits.h``: the one C header defining the packed word, bits per word,
   popcount, row packing and the +-1 dot product, with the conventions written next to the code;
-- ``_bits``: thin Cython over that header (private; reached through the wrappers below);
+- ``_bits`` / ``_engine``: thin Cython over those headers (private);
 - :func:`pack_signs` and :func:`dot_pm1`: Python wrappers that validate everything, build every
   error message, and call ``_bits``.
 
@@ -24,7 +26,88 @@ import numpy as np
 
 from binkit_neon import _bits
 
-__all__ = ["BITS_PER_WORD", "dot_pm1", "num_words", "pack_signs"]
+__all__ = ["BITS_PER_WORD", "NeonBackend", "Program", "UnsupportedKernelError", "available_kernels",
+           "default_kernel", "dot_pm1", "multiplane_dot", "num_words", "pack_signs", "popcount_peak"]
+
+
+def __getattr__(name: str):
+    # The engine (and binkit.runtime.artifact behind it) loads on first use.
+    if name in ("NeonBackend", "Program", "UnsupportedKernelError"):
+        from binkit_neon import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'binkit_neon' has no attribute {name!r}")
+
+
+def available_kernels() -> list[str]:
+    """Kernel variants compiled into this build that this CPU can run (e.g. ``['scalar',
+    'popcnt', 'avx2', 'avx512']`` on an AVX-512 VPOPCNTDQ machine, ``['scalar', 'neon']`` on
+    aarch64)."""
+    from binkit_neon.engine import available_kernels as f
+
+    return f()
+
+
+def default_kernel() -> str:
+    """The variant a load picks without ``kernel=``: ``$BINKIT_NEON_KERNEL`` if set (validated),
+    else the fastest available (avx512 > avx2 > popcnt > scalar; neon on aarch64)."""
+    from binkit_neon.engine import default_kernel as f
+
+    return f()
+
+
+def popcount_peak(kernel: str | None = None, seconds: float = 0.2) -> float:
+    """Measured binary ops per second (64 per word XOR+popcount) of a variant's GEMM kernel in L1."""
+    from binkit_neon.engine import popcount_peak as f
+
+    return f(kernel, seconds)
+
+
+def multiplane_dot(a_planes: np.ndarray, a_scales: np.ndarray, w_planes: np.ndarray, w_scales: np.ndarray,
+                   num_channels: int, kernel: str | None = None) -> np.ndarray:
+    """Bit-serial dot products of multi-plane (k-bit) activations and weights.
+
+    A value is ``sum_p scale_p * plane_p`` with ``plane_p`` in {+1, -1} packed by the usual
+    conventions; ``out[m, o] = sum_p sum_q a_scales[p] * w_scales[q, o] * dot_pm1(a_p[m], w_q[o])``,
+    each ``dot_pm1 = K - 2 popcount(a XOR w)`` computed by the chosen kernel variant (exact
+    integers), combined in float64 in the order p, then q (identical for every variant).
+
+    Args:
+        a_planes: uint64 ``(pa, M, words)``; a_scales: ``(pa,)``.
+        w_planes: uint64 ``(pw, O, words)``; w_scales: ``(pw,)`` or ``(pw, O)`` (per output channel).
+        num_channels: true channel count K; ``words == ceil(K / 64)``; padding bits must be 0.
+        kernel: variant name, default :func:`default_kernel`.
+
+    Returns:
+        float64 ``(M, O)``.
+    """
+    from binkit_neon import _engine
+    from binkit_neon.engine import VARIANTS, _block_weights, resolve_kernel
+
+    num_channels = _check_num_channels("multiplane_dot", num_channels)
+    a = np.asarray(a_planes)
+    w = np.asarray(w_planes)
+    for name, arr in (("a_planes", a), ("w_planes", w)):
+        if arr.dtype != np.uint64 or arr.ndim != 3:
+            raise ValueError(f"multiplane_dot: {name} must be uint64 (planes, rows, words), got dtype "
+                             f"{arr.dtype} shape {arr.shape}")
+        if arr.shape[2] != _bits.num_words(num_channels):
+            raise ValueError(f"multiplane_dot: num_channels={num_channels} needs {_bits.num_words(num_channels)} "
+                             f"words, got {name}.shape={arr.shape}")
+        _check_padding("multiplane_dot", name, np.ascontiguousarray(arr.reshape(-1, arr.shape[2])), num_channels)
+    pa, m, words = a.shape
+    pw, o, _ = w.shape
+    sa = np.ascontiguousarray(a_scales, dtype=np.float64).reshape(-1)
+    tw = np.asarray(w_scales, dtype=np.float64)
+    tw = np.ascontiguousarray(np.broadcast_to(tw.reshape(pw, -1) if tw.ndim == 1 else tw, (pw, o)))
+    if sa.shape != (pa,):
+        raise ValueError(f"multiplane_dot: a_scales must have shape ({pa},), got {np.shape(a_scales)}")
+    variant = VARIANTS.index(resolve_kernel(kernel))
+    wb = np.stack([_block_weights(w[q])[0] for q in range(pw)]) if pw and o and words else \
+        np.zeros((pw, -(-o // 8) * words * 8), np.uint64)
+    out = np.empty((m, o), np.float64)
+    _engine.multiplane(variant, np.ascontiguousarray(a), sa, np.ascontiguousarray(wb), tw, num_channels, out)
+    return out
 
 #: Bits per packed word, as compiled into the engine (``BINKIT_BITS_PER_WORD``).
 BITS_PER_WORD: int = _bits.BITS_PER_WORD

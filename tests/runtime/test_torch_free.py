@@ -8,7 +8,7 @@ import textwrap
 
 
 def run_isolated(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=False, capture_output=True, text=True, timeout=120)
 
 
 def test_import_binkit_runtime_does_not_import_torch():
@@ -52,12 +52,33 @@ def test_training_names_load_lazily():
 def test_unknown_backend_error_is_torch_free():
     proc = run_isolated("""
         import sys, binkit.runtime
+        from binkit import registry
         from binkit.errors import UnknownNameError
+        registry.names("backend")  # load the entry points, then drop the engine
+        registry.unregister_plugin("neon")  # as on a machine where the engine was not built
         try:
             binkit.runtime.get_backend("neon")
         except UnknownNameError as exc:
             assert "binkit_neon" in str(exc)
+        else:
+            raise AssertionError("no UnknownNameError")
         assert "torch" not in sys.modules
         print("ok")
     """)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_neon_backend_is_torch_free():
+    """The compiled engine and its plugin import no torch (the engine's own tests also load and
+    run an artifact through binkit.runtime.load(..., backend="neon") in a fresh interpreter)."""
+    proc = run_isolated("""
+        import sys, binkit.runtime
+        backend = binkit.runtime.get_backend("neon")
+        import binkit_neon, binkit_neon.engine
+        assert type(backend).__name__ == "NeonBackend", backend
+        assert binkit_neon.default_kernel() in binkit_neon.available_kernels()
+        assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+        print("ok")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok")

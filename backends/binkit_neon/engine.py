@@ -1,0 +1,915 @@
+"""The compiled engine: plans an artifact view once at load, runs it in C per batch.
+
+Torch-free. :class:`NeonBackend` (registered as backend ``"neon"``) loads an artifact into a
+:class:`Program`; ``Program.run(features, view)`` makes ONE call into C per batch, which runs
+the whole plan with the GIL released (concurrent calls from several threads are safe: each
+call allocates its own scratch; the plan is read-only).
+
+Planning (Python, once per view at load):
+
+1. **Layouts.** Every value is a float array per example; the engine stores it in a physical
+   axis order (a permutation of its axes). Binary convs want their channels innermost (packing
+   runs along channels), so a backward pass propagates each consumer's preferred order through
+   transposes, reshapes and element-wise ops to the producer, which then writes that order
+   directly (convs write through output strides). Transposes are then always free (a relabel),
+   reshapes and flattens are free whenever the axis groups they merge are adjacent in memory;
+   otherwise the value becomes an index map that a following ``linear_fp`` absorbs into its
+   weight columns at load, or that a gather op materialises.
+2. **Fusion.** An element-wise op (affine, prelu, relu, add) that directly follows the op
+   producing its only-used input is applied in that op's epilogue, with the same float
+   operations in the same order as unfused (so fusion changes no bit of the result).
+   A sign-threshold binary op (artifact v2) whose consumers are all 1x1 unpadded binary ops
+   writes packed sign rows directly; the consumers use them as GEMM rows without packing.
+3. **Buffers.** Values are assigned to a few reusable slots by liveness; ops whose input is
+   fully staged in scratch before any output is written (binary ops, padded float convs,
+   element-wise chains) may write in place over a dying input.
+4. **Weights** are repacked for the kernels: binary weights as dense receptive-field rows
+   blocked by 8 output channels with words interleaved; the exact-zero padding correction per
+   border pattern; float weights transposed to [tap][output channel]; float16 widened.
+
+Kernel variants (``binkit_neon.available_kernels()``): ``scalar``, ``popcnt``, ``avx2``,
+``avx512`` on x86 and ``neon`` on aarch64 (or on x86 through SIMDe in a ``-DBINKIT_USE_SIMDE``
+build). The default is the fastest the CPU supports; ``BINKIT_NEON_KERNEL=<name>`` or
+``load(..., kernel=<name>)`` forces one, and forcing one the CPU lacks raises
+:class:`UnsupportedKernelError` instead of crashing. All variants give bitwise identical
+outputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from binkit.runtime.artifact import Artifact, ArtifactError, load_artifact
+from binkit.runtime.bits import num_words
+from binkit_neon import _engine
+
+__all__ = ["NeonBackend", "Program", "UnsupportedKernelError", "available_kernels", "default_kernel",
+           "popcount_peak", "resolve_kernel"]
+
+VARIANTS: tuple[str, ...] = _engine.VARIANT_NAMES
+ENV_KERNEL = "BINKIT_NEON_KERNEL"
+
+_ISA = {
+    "scalar": "portable C (__builtin_popcountll)",
+    "popcnt": "x86-64 POPCNT",
+    "avx2": "x86-64 AVX2 (vpshufb nibble popcount)",
+    "avx512": "x86-64 AVX-512 VPOPCNTDQ",
+    "neon": "ARMv8 NEON (vcnt)",
+}
+
+# C op / post-op kinds (binkit_engine.h)
+_CONV_FP, _BCONV, _BDW, _EPI, _GATHER = 1, 2, 3, 4, 5
+_P_AFFINE, _P_PRELU, _P_RELU, _P_ADD = 1, 2, 3, 4
+_MAX_POST = _engine.MAX_POST
+_ELEMENTWISE = ("affine", "prelu", "relu", "add")
+_BINARY = ("bconv1d", "bconv2d", "bdwconv1d", "blinear")
+
+
+class UnsupportedKernelError(RuntimeError):
+    """A kernel variant was forced that this CPU (or this build) cannot run."""
+
+
+# ---------------------------------------------------------------------------------------------
+# kernel variants
+# ---------------------------------------------------------------------------------------------
+
+
+def available_kernels() -> list[str]:
+    """Kernel variants this build contains and this CPU can run, slowest first."""
+    return [name for i, name in enumerate(VARIANTS) if _engine.variant_supported(i)]
+
+
+def resolve_kernel(kernel: str | None = None) -> str:
+    """The variant a load uses: ``kernel``, else ``$BINKIT_NEON_KERNEL``, else the fastest.
+
+    Raises:
+        ValueError: an unknown variant name (the message lists the known and available ones).
+        UnsupportedKernelError: a known variant that this CPU or build cannot run.
+    """
+    source = "kernel argument"
+    if kernel is None:
+        kernel = os.environ.get(ENV_KERNEL) or None
+        source = f"${ENV_KERNEL}"
+    if kernel is None:
+        return VARIANTS[_engine.best_variant()]
+    if not isinstance(kernel, str):
+        raise ValueError(f"kernel must be a variant name (str), got {kernel!r}")  # noqa: TRY004
+    name = kernel.strip().lower()
+    avail = available_kernels()
+    if name not in VARIANTS:
+        raise ValueError(f"unknown kernel variant {kernel!r} ({source}); variants are {', '.join(VARIANTS)}; "
+                         f"available on this machine: {', '.join(avail)}")
+    i = VARIANTS.index(name)
+    if not _engine.variant_supported(i):
+        why = ("it is not compiled into this build" if not _engine.variant_compiled(i)
+               else f"this CPU ({platform.machine()}) lacks the instructions it needs")
+        raise UnsupportedKernelError(f"kernel variant {name!r} ({source}) cannot run here: {why}; "
+                                     f"available: {', '.join(avail)}")
+    return name
+
+
+def default_kernel() -> str:
+    """The variant :meth:`NeonBackend.load` picks without a ``kernel`` argument."""
+    return resolve_kernel(None)
+
+
+def kernel_info(name: str) -> dict[str, Any]:
+    simde = name == "neon" and bool(_engine.NEON_SIMDE)
+    isa = _ISA[name] + (" emulated through SIMDe" if simde else "")
+    return {"variant": name, "isa": isa, "simde": simde, "available": available_kernels(),
+            "machine": platform.machine()}
+
+
+def popcount_peak(kernel: str | None = None, seconds: float = 0.2) -> float:
+    """Measured binary ops per second (64 per word XOR + popcount) of a variant's GEMM kernel on
+    in-L1 data (8 KB of weights, activation words broadcast against 8-channel blocks, as the
+    engine's binary layers run): the achievable peak of that instruction mix."""
+    name = resolve_kernel(kernel)
+    if not (isinstance(seconds, (int, float)) and 0 < seconds <= 60):
+        raise ValueError(f"seconds must be in (0, 60], got {seconds!r}")
+    return float(_engine.popcount_peak(VARIANTS.index(name), float(seconds)))
+
+
+# ---------------------------------------------------------------------------------------------
+# layouts: a value is stored in a physical axis order `perm` (outermost first), or, when no
+# axis order describes it, as `offs`: the physical offset of every canonical element
+# ---------------------------------------------------------------------------------------------
+
+
+def _strides(shape: tuple[int, ...], perm: tuple[int, ...]) -> list[int]:
+    st = [0] * len(shape)
+    acc = 1
+    for a in reversed(perm):
+        st[a] = acc
+        acc *= shape[a]
+    return st
+
+
+def _offsets(shape: tuple[int, ...], perm: tuple[int, ...]) -> np.ndarray:
+    phys = np.arange(math.prod(shape), dtype=np.int64).reshape([shape[a] for a in perm])
+    return phys.transpose([perm.index(a) for a in range(len(shape))])
+
+
+def _canon(n: int) -> tuple[int, ...]:
+    return tuple(range(n))
+
+
+def _channels_last(n: int) -> tuple[int, ...]:
+    return tuple(range(1, n)) + (0,)
+
+
+def _reshape_perm(in_shape, in_perm, out_shape) -> tuple[int, ...] | None:
+    """Axis order of ``reshape(in, out_shape)`` stored in the same memory, or None if the
+    reshape merges or splits axes that are not adjacent (in order) in ``in_perm``."""
+    ia = [a for a in range(len(in_shape)) if in_shape[a] != 1]
+    oa = [a for a in range(len(out_shape)) if out_shape[a] != 1]
+    groups: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(ia) and j < len(oa):
+        gi, gj = [ia[i]], [oa[j]]
+        pi, pj = in_shape[ia[i]], out_shape[oa[j]]
+        i += 1
+        j += 1
+        while pi != pj:
+            if pi < pj:
+                if i >= len(ia):
+                    return None
+                gi.append(ia[i])
+                pi *= in_shape[ia[i]]
+                i += 1
+            else:
+                if j >= len(oa):
+                    return None
+                gj.append(oa[j])
+                pj *= out_shape[oa[j]]
+                j += 1
+        groups.append((gi, gj))
+    if i != len(ia) or j != len(oa):
+        return None
+    phys = [a for a in in_perm if in_shape[a] != 1]
+    first = {g[0][0]: g for g in groups}
+    out_phys: list[int] = []
+    pos = 0
+    while pos < len(phys):
+        g = first.get(phys[pos])
+        if g is None or phys[pos:pos + len(g[0])] != g[0]:
+            return None
+        out_phys += g[1]
+        pos += len(g[0])
+    ones = [a for a in range(len(out_shape)) if out_shape[a] == 1]
+    perm = tuple(ones + out_phys)
+    # belt and braces: check the claim on small values
+    if math.prod(out_shape) <= 1 << 16 and not np.array_equal(
+            _offsets(tuple(in_shape), tuple(in_perm)).reshape(out_shape), _offsets(tuple(out_shape), perm)):
+        return None
+    return perm
+
+
+@dataclass
+class _Val:
+    shape: tuple[int, ...]
+    vb: int                                  # virtual buffer
+    perm: tuple[int, ...] | None = None      # regular layout
+    offs: np.ndarray | None = None           # irregular layout (canonical -> physical offset)
+    bits: bool = False                       # packed sign rows (one per position) for binary consumers
+
+    def offsets(self) -> np.ndarray:
+        return self.offs if self.perm is None else _offsets(self.shape, self.perm)
+
+    def strides(self) -> list[int]:
+        assert self.perm is not None
+        return _strides(self.shape, self.perm)
+
+
+def _rows(val: _Val) -> tuple[int, int, int] | None:
+    """For a (..., F) value: (rows, row stride, feature stride) if the leading axes collapse to
+    one stride, else None."""
+    st = val.strides()
+    lead = [a for a in range(len(val.shape) - 1) if val.shape[a] != 1]
+    for a, b in itertools.pairwise(lead):
+        if st[a] != st[b] * val.shape[b]:
+            return None
+    rows = math.prod(val.shape[:-1])
+    return rows, (st[lead[-1]] if lead else 0), st[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# bits
+# ---------------------------------------------------------------------------------------------
+
+
+def _unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
+    """uint64 (..., words) -> uint8 bits (..., n), LSB-first (bit 1 = -1)."""
+    b = np.ascontiguousarray(words, dtype="<u8").view(np.uint8)
+    return np.unpackbits(b, axis=-1, count=n, bitorder="little")
+
+
+def _pack_bits(bits: np.ndarray) -> np.ndarray:
+    """uint8 bits (..., n) -> uint64 (..., ceil(n/64)) LSB-first, zero padding."""
+    n = bits.shape[-1]
+    nw = num_words(n)
+    full = np.zeros(bits.shape[:-1] + (nw * 64,), np.uint8)
+    full[..., :n] = bits
+    return np.packbits(full, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+
+
+def _block_weights(rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """(O, K) words -> blocked [nb][K][8] (zero rows pad O to 8 * nb), and nb."""
+    o, k = rows.shape
+    nb = -(-o // 8)
+    padded = np.zeros((nb * 8, k), np.uint64)
+    padded[:o] = rows
+    return np.ascontiguousarray(padded.reshape(nb, 8, k).transpose(0, 2, 1)).ravel(), nb
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the planner
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _COp:
+    fields: dict[str, Any]
+    in_vb: int
+    out_vb: int
+    reads: list[int]                 # every vb read (in, add operands)
+    inplace: list[int]               # vbs whose slot the output may take
+    vidx: int                        # view position the time is attributed to
+    post_vbs: list[int] = field(default_factory=list)  # vb per post-op (-1: none)
+    geom: tuple | None = None        # element-wise chains: (shape, perm) of the value
+
+
+class _Planner:
+    def __init__(self, art: Artifact, view: str) -> None:
+        self.art = art
+        self.ops = art.view_ops(view)
+        self.shapes = art.shapes[view]
+        self.output = art.views[view]["output"]
+        self.uses: dict[str, int] = {}
+        for op in self.ops:
+            for v in op["inputs"]:
+                self.uses[v] = self.uses.get(v, 0) + 1
+        self.uses[self.output] = self.uses.get(self.output, 0) + 1
+        self.vb_floats: list[int] = [math.prod(art.input_shape)]
+        self.vals: dict[str, _Val] = {"input": _Val(tuple(art.input_shape), 0, _canon(len(art.input_shape)))}
+        self.cops: list[_COp] = []
+        self.macs = [0] * len(self.ops)
+        self.pref = self._preferences()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _t(self, op: dict, role: str) -> np.ndarray | None:
+        name = op["tensors"].get(role)
+        return None if name is None else self.art.tensors[name]
+
+    def _output_transform(self, op: dict) -> dict[str, np.ndarray]:
+        """A binary op's epilogue: the float transform, or (artifact v2) a sign threshold."""
+        thr = self._t(op, "threshold")
+        if thr is not None:
+            return {"thr": np.ascontiguousarray(thr, dtype=np.int32)}
+        return {"mult": _f32(self._t(op, "multiplier")), "offs": _f32(self._t(op, "offset"))}
+
+    def _maybe_bits_out(self, fields: dict, out_name: str, out: _Val, feature_last: bool, positions: int) -> None:
+        """A sign-threshold op whose every consumer is a direct binary op packing along the same
+        axis writes packed rows instead of +-1 floats (the consumer skips its packing)."""
+        if "thr" not in fields or out_name == self.output:
+            return
+        consumers = [op for op in self.ops if out_name in op["inputs"]]
+        if not consumers:
+            return
+        for op in consumers:
+            a = op["attrs"]
+            if feature_last:
+                ok = op["op"] == "blinear"
+            else:
+                ok = (op["op"] in ("bconv1d", "bconv2d") and all(k == 1 for k in a["kernel_size"])
+                      and all(v == 1 for v in a["stride"]) and not any(x for p in a["padding"] for x in p))
+            if not ok:
+                return
+        owords = num_words(fields["O"])
+        fields.update(bits_out=1, owords=owords)
+        out.perm = None
+        out.bits = True
+        self.vb_floats[out.vb] = max(self.vb_floats[out.vb], positions * owords * 2)
+
+    def _new_vb(self, shape: tuple[int, ...]) -> int:
+        self.vb_floats.append(max(1, math.prod(shape)))
+        return len(self.vb_floats) - 1
+
+    def _preferences(self) -> dict[str, tuple[int, ...]]:
+        pref: dict[str, tuple[int, ...]] = {}
+
+        def put(v: str, perm) -> None:
+            if perm is not None and v not in pref:
+                pref[v] = tuple(perm)
+
+        for op in reversed(self.ops):
+            kind, ins, out = op["op"], op["inputs"], op["outputs"][0]
+            if kind in ("bconv1d", "bconv2d", "bdwconv1d"):
+                put(ins[0], _channels_last(len(self.shapes[ins[0]])))
+            elif kind == "blinear":
+                put(ins[0], _canon(len(self.shapes[ins[0]])))
+            elif kind in ("affine", "prelu", "relu", "add"):
+                for v in ins:
+                    put(v, pref.get(out))
+            elif kind == "transpose" and out in pref:
+                p = op["attrs"]["perm"]
+                put(ins[0], [p[q] for q in pref[out]])
+            elif kind in ("reshape", "flatten") and out in pref:
+                put(ins[0], _reshape_perm(self.shapes[out], pref[out], self.shapes[ins[0]]))
+        return pref
+
+    def _materialize(self, name: str, perm: tuple[int, ...] | None, vidx: int) -> _Val:
+        """A regular copy of value ``name`` in axis order ``perm`` (canonical if None)."""
+        val = self.vals[name]
+        perm = perm or _canon(len(val.shape))
+        if val.perm == perm:
+            return val
+        new = _Val(val.shape, self._new_vb(val.shape), perm)
+        idx = np.empty(math.prod(val.shape), np.int32)
+        idx[new.offsets().ravel()] = val.offsets().ravel()
+        self.cops.append(_COp({"kind": _GATHER, "idx": idx, "n": idx.size}, val.vb, new.vb, [val.vb], [], vidx))
+        self.vals[name] = new
+        return new
+
+    def _regular(self, name: str, vidx: int, want: tuple[int, ...] | None = None) -> _Val:
+        val = self.vals[name]
+        if val.perm is None:
+            return self._materialize(name, want, vidx)
+        return val
+
+    def _out_layout(self, name: str, linear: bool) -> tuple[int, ...]:
+        n = len(self.shapes[name])
+        p = self.pref.get(name)
+        if linear:
+            if p is not None and p[-1] == n - 1 and _rows(_Val(self.shapes[name], 0, p)) is not None:
+                return p
+            return _canon(n)
+        return p if p is not None else _channels_last(n)
+
+    def _rows_input(self, name: str, vidx: int) -> tuple[_Val, int, int, int]:
+        val = self._regular(name, vidx)
+        r = _rows(val)
+        if r is None:
+            val = self._materialize(name, None, vidx)
+            r = _rows(val)
+        return (val, *r)
+
+    # -- fusion ---------------------------------------------------------------------------------
+
+    def _absorb(self, cop: _COp, nxt: dict, value: str, out: _Val, chan_axis: int | None) -> tuple[bool, int | None]:
+        """Append element-wise op ``nxt`` (reading ``value``) to ``cop``'s post-ops if it fits."""
+        kind = nxt["op"]
+        vb = -1
+        if kind in ("affine", "prelu"):
+            ax = nxt["attrs"]["axis"]
+            if kind == "affine":
+                post = {"kind": _P_AFFINE, "a": _f32(self._t(nxt, "multiplier")), "b": _f32(self._t(nxt, "offset")),
+                        "per_channel": 1}
+            else:
+                slope = _f32(self._t(nxt, "slope"))
+                post = {"kind": _P_PRELU, "a": slope, "per_channel": int(slope.size > 1)}
+            if post["per_channel"]:
+                if chan_axis is None:
+                    if cop.fields["kind"] != _EPI:
+                        return False, chan_axis
+                    chan_axis = ax
+                    cop.fields["axis"] = ax
+                elif ax != chan_axis:
+                    return False, chan_axis
+        elif kind == "relu":
+            post = {"kind": _P_RELU}
+        else:  # add
+            a, b = nxt["inputs"]
+            other = b if a == value else a
+            oval = self.vals[other]
+            if oval.perm is None or oval.perm != out.perm:
+                return False, chan_axis
+            post = {"kind": _P_ADD}
+            vb = oval.vb
+            cop.reads.append(vb)
+            cop.inplace.append(vb)
+        cop.fields.setdefault("post", []).append(post)
+        cop.post_vbs.append(vb)
+        self.vals[nxt["outputs"][0]] = out
+        return True, chan_axis
+
+    def _fuse(self, pos: int, cop: _COp, value: str, out: _Val, chan_axis: int | None) -> int:
+        """Absorb the element-wise ops that directly follow position ``pos`` and consume the only
+        use of the chain's value; returns the last absorbed position."""
+        while pos + 1 < len(self.ops) and len(cop.fields.get("post", [])) < _MAX_POST:
+            nxt = self.ops[pos + 1]
+            if nxt["op"] not in _ELEMENTWISE or value not in nxt["inputs"] or self.uses.get(value, 0) != 1:
+                break
+            ok, chan_axis = self._absorb(cop, nxt, value, out, chan_axis)
+            if not ok:
+                break
+            pos += 1
+            value = nxt["outputs"][0]
+        return pos
+
+    # -- lowering -------------------------------------------------------------------------------
+
+    def plan(self) -> None:
+        pos = 0
+        while pos < len(self.ops):
+            pos = self._lower(pos) + 1
+        out = self.vals[self.output]
+        if out.perm is None or out.perm != _canon(len(out.shape)):
+            self._materialize(self.output, None, len(self.ops) - 1)
+
+    def _lower(self, pos: int) -> int:
+        op = self.ops[pos]
+        kind = op["op"]
+        ins, out = op["inputs"], op["outputs"][0]
+        if kind == "transpose":
+            val = self.vals[ins[0]]
+            p = op["attrs"]["perm"]
+            if val.perm is not None:
+                self.vals[out] = _Val(self.shapes[out], val.vb, tuple(p.index(a) for a in val.perm))
+            else:
+                self.vals[out] = _Val(self.shapes[out], val.vb, None, val.offs.transpose(p))
+            return pos
+        if kind in ("reshape", "flatten"):
+            val = self.vals[ins[0]]
+            shape = self.shapes[out]
+            perm = _reshape_perm(val.shape, val.perm, shape) if val.perm is not None else None
+            if perm is not None:
+                self.vals[out] = _Val(shape, val.vb, perm)
+            else:
+                self.vals[out] = _Val(shape, val.vb, None, val.offsets().reshape(shape))
+            return pos
+        if kind in _ELEMENTWISE:
+            return self._lower_epi(pos)
+        if kind in ("conv1d_fp", "conv2d_fp"):
+            return self._lower_conv_fp(pos)
+        if kind == "linear_fp":
+            return self._lower_linear_fp(pos)
+        if kind in ("bconv1d", "bconv2d", "blinear"):
+            return self._lower_bconv(pos)
+        if kind == "bdwconv1d":
+            return self._lower_bdw(pos)
+        raise ArtifactError(f"op {kind!r} is not supported by the neon engine")  # pragma: no cover
+
+    def _emit(self, pos: int, fields: dict, in_val: _Val, out_name: str, out_val: _Val, inplace: bool,
+              chan_axis: int | None) -> int:
+        cop = _COp(fields, in_val.vb, out_val.vb, [in_val.vb], [in_val.vb] if inplace else [], pos)
+        self.cops.append(cop)
+        self.vals[out_name] = out_val
+        return self._fuse(pos, cop, out_name, out_val, chan_axis)
+
+    def _lower_epi(self, pos: int) -> int:
+        op = self.ops[pos]
+        ins, out_name = op["inputs"], op["outputs"][0]
+        val = self._regular(ins[0], pos)
+        if op["op"] == "add" and self.vals[ins[1]].perm != val.perm:
+            self._materialize(ins[1], val.perm, pos)
+        out = _Val(val.shape, self._new_vb(val.shape), val.perm)
+        cop = _COp({"kind": _EPI, "post": []}, val.vb, out.vb, [val.vb], [val.vb], pos, geom=(val.shape, val.perm))
+        self.cops.append(cop)
+        if op["op"] == "add":
+            oval = self.vals[ins[1]]
+            cop.fields["post"].append({"kind": _P_ADD})
+            cop.post_vbs.append(oval.vb)
+            cop.reads.append(oval.vb)
+            cop.inplace.append(oval.vb)
+            self.vals[out_name] = out
+        else:
+            ok, _ = self._absorb(cop, op, ins[0], out, None)
+            assert ok, "a unary element-wise op always lowers to an element-wise chain"
+        return self._fuse(pos, cop, out_name, out, cop.fields.get("axis"))
+
+    def _lower_conv_fp(self, pos: int) -> int:
+        op = self.ops[pos]
+        nd = 2 if op["op"] == "conv2d_fp" else 1
+        a = op["attrs"]
+        val = self._regular(op["inputs"][0], pos)
+        st = val.strides()
+        shape = val.shape
+        w = self._t(op, "weight").astype(np.float32)
+        o, cg = w.shape[:2]
+        ks = list(w.shape[2:])
+        g = a["groups"]
+        og = o // g
+        if nd == 1:
+            c, h, wd = shape[0], 1, shape[1]
+            sc, sh_, sw_ = st[0], 0, st[1]
+            kh, kw = 1, ks[0]
+            (s_h, s_w), (d_h, d_w) = (1, a["stride"][0]), (1, a["dilation"][0])
+            (pt, pb), (pl, pr) = (0, 0), a["padding"][0]
+        else:
+            c, h, wd = shape
+            sc, sh_, sw_ = st
+            kh, kw = ks
+            (s_h, s_w), (d_h, d_w) = a["stride"], a["dilation"]
+            (pt, pb), (pl, pr) = a["padding"]
+        out_name = op["outputs"][0]
+        oshape = self.shapes[out_name]
+        out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, False))
+        ost = out.strides()
+        ho, wo = (1, oshape[1]) if nd == 1 else oshape[1:]
+        osh, osw = (0, ost[1]) if nd == 1 else (ost[1], ost[2])
+        opad = -(-og // 16) * 16
+        wt = np.zeros((g, cg * kh * kw, opad), np.float32)
+        wt[:, :, :og] = w.reshape(g, og, cg * kh * kw).transpose(0, 2, 1)
+        bias = self._t(op, "bias")
+        staged = int(bool(pt or pb or pl or pr or a["input_sign"]))
+        fields = dict(kind=_CONV_FP, C=c, H=h, W=wd, in_sc=sc, in_sh=sh_, in_sw=sw_, O=o, Ho=ho, Wo=wo,  # noqa: C408 (mirrors the C struct)
+                      out_so=ost[0], out_sh=osh, out_sw=osw, kh=kh, kw=kw, sh=s_h, sw=s_w, dh=d_h, dw=d_w,
+                      pt=pt, pb=pb, pl=pl, pr=pr, groups=g, input_sign=int(a["input_sign"]), staged=staged,
+                      opad=opad, wf=wt.ravel(), bias=_f32(bias if bias is not None else np.zeros(o, np.float32)))
+        return self._emit(pos, fields, val, out_name, out, bool(staged), 0)
+
+    def _lower_linear_fp(self, pos: int) -> int:
+        op = self.ops[pos]
+        name = op["inputs"][0]
+        w = self._t(op, "weight").astype(np.float32)  # (O, I)
+        o, i = w.shape
+        val = self.vals[name]
+        if val.perm is None and len(val.shape) == 1:
+            # absorb the layout into the weight columns: x_canonical[i] = buf[offs[i]]
+            wp = np.zeros_like(w)
+            wp[:, val.offs.ravel()] = w
+            w = wp
+            rows, rs, fs = 1, 0, 1
+        else:
+            val, rows, rs, fs = self._rows_input(name, pos)
+        out_name = op["outputs"][0]
+        oshape = self.shapes[out_name]
+        out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, True))
+        _, ors, ofs = _rows(out)
+        opad = -(-o // 16) * 16
+        wt = np.zeros((i, opad), np.float32)
+        wt[:, :o] = w.T
+        bias = self._t(op, "bias")
+        sign = int(op["attrs"]["input_sign"])
+        fields = dict(kind=_CONV_FP, C=i, H=1, W=rows, in_sc=fs, in_sh=0, in_sw=rs, O=o, Ho=1, Wo=rows,  # noqa: C408
+                      out_so=ofs, out_sh=0, out_sw=ors, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, groups=1,
+                      input_sign=sign, staged=sign, opad=opad, wf=wt.ravel(),
+                      bias=_f32(bias if bias is not None else np.zeros(o, np.float32)))
+        return self._emit(pos, fields, val, out_name, out, bool(sign), len(oshape) - 1)
+
+    def _lower_bconv(self, pos: int) -> int:
+        op = self.ops[pos]
+        kind = op["op"]
+        a = op["attrs"]
+        name = op["inputs"][0]
+        weight = self._t(op, "weight")
+        o = weight.shape[0]
+        out_name = op["outputs"][0]
+        oshape = self.shapes[out_name]
+        prepacked = self.vals[name].bits
+        if kind == "blinear":
+            c = a["in_features"]
+            if prepacked:
+                val, rows, rs, fs = self.vals[name], math.prod(self.vals[name].shape[:-1]), 0, 0
+            else:
+                val, rows, rs, fs = self._rows_input(name, pos)
+            h, wd, sc, sh_, sw_ = 1, rows, fs, 0, rs
+            kh = kw = s_h = s_w = d_h = d_w = 1
+            pt = pb = pl = pr = 0
+            out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, True))
+            _, ors, ofs = _rows(out)
+            ho, wo, oso, osh, osw = 1, rows, ofs, 0, ors
+            chan_axis = len(oshape) - 1
+            wtaps = weight.reshape(o, 1, 1, -1)
+        else:
+            val = self.vals[name] if prepacked else self._regular(name, pos, _channels_last(len(self.shapes[name])))
+            st = [0] * len(val.shape) if prepacked else val.strides()
+            out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, False))
+            ost = out.strides()
+            if kind == "bconv1d":
+                c, wd = val.shape
+                h, sc, sh_, sw_ = 1, st[0], 0, st[1]
+                kh, kw, s_h, s_w, d_h, d_w = 1, a["kernel_size"][0], 1, a["stride"][0], 1, a["dilation"][0]
+                (pt, pb), (pl, pr) = (0, 0), a["padding"][0]
+                ho, wo, oso, osh, osw = 1, oshape[1], ost[0], 0, ost[1]
+                wtaps = weight.reshape(o, 1, kw, -1)
+            else:
+                c, h, wd = val.shape
+                sc, sh_, sw_ = st
+                (kh, kw), (s_h, s_w), (d_h, d_w) = a["kernel_size"], a["stride"], a["dilation"]
+                (pt, pb), (pl, pr) = a["padding"]
+                ho, wo = oshape[1:]
+                oso, osh, osw = ost
+                wtaps = weight
+            chan_axis = 0
+        words = num_words(c)
+        taps = kh * kw
+        direct = int(taps == 1 and s_h == 1 and s_w == 1 and not (pt or pb or pl or pr))
+        assert direct or not prepacked, "packed rows only feed direct binary ops"
+        if direct:
+            rows_w = np.ascontiguousarray(wtaps.reshape(o, words))
+        else:
+            bits = _unpack_bits(wtaps, c).reshape(o, taps * c)  # dense receptive field
+            rows_w = _pack_bits(bits)
+        kwords = rows_w.shape[1]
+        # dense bit rows for the im2col when channels do not fill words and taps along a row are
+        # adjacent: one bit window per kernel row instead of one append per tap
+        rowmode = int(not direct and c % 64 != 0 and d_w == 1 and kw > 1)
+        rwords = num_words((wd + pl + pr) * c) + 1 if rowmode else 0
+        wb, nb = _block_weights(rows_w)
+        # exact zero padding: base[pattern][o] = C * valid taps + 2 * popcount(weights of padded taps)
+        pc = np.bitwise_count(wtaps).sum(-1).astype(np.int64) if hasattr(np, "bitwise_count") else \
+            _unpack_bits(wtaps, c).sum(-1).astype(np.int64)  # (O, kh, kw)
+        vy = [tuple(0 <= oy * s_h + ky * d_h - pt < h for ky in range(kh)) for oy in range(ho)]
+        vx = [tuple(0 <= ox * s_w + kx * d_w - pl < wd for kx in range(kw)) for ox in range(wo)]
+        keys: dict[tuple, int] = {}
+        pat = np.empty(ho * wo, np.int32)
+        for oy in range(ho):
+            for ox in range(wo):
+                pat[oy * wo + ox] = keys.setdefault((vy[oy], vx[ox]), len(keys))
+        base = np.zeros((len(keys), nb * 8), np.int32)
+        macs = 0
+        for (ry, rx), k in keys.items():
+            mask = np.outer(ry, rx)
+            base[k, :o] = c * int(mask.sum()) + 2 * pc[:, ~mask].sum(-1)
+        counts = np.bincount(pat, minlength=len(keys))
+        for (ry, rx), k in keys.items():
+            macs += int(counts[k]) * c * int(np.outer(ry, rx).sum()) * o
+        self.macs[pos] = macs
+        fields = dict(kind=_BCONV, C=c, H=h, W=wd, in_sc=sc, in_sh=sh_, in_sw=sw_, O=o, Ho=ho, Wo=wo,
+                      out_so=oso, out_sh=osh, out_sw=osw, kh=kh, kw=kw, sh=s_h, sw=s_w, dh=d_h, dw=d_w,
+                      pt=pt, pb=pb, pl=pl, pr=pr, groups=1, direct=direct, prepacked=int(prepacked),
+                      words=words, kwords=kwords, nb=nb, rowmode=rowmode, rwords=rwords,
+                      wb=wb, base=base.ravel(), pat=pat if len(keys) > 1 else None,
+                      **self._output_transform(op))
+        self._maybe_bits_out(fields, out_name, out, kind == "blinear", ho * wo)
+        return self._emit(pos, fields, val, out_name, out, True, chan_axis)
+
+    def _lower_bdw(self, pos: int) -> int:
+        op = self.ops[pos]
+        a = op["attrs"]
+        name = op["inputs"][0]
+        val = self._regular(name, pos, _channels_last(2))
+        st = val.strides()
+        c, t = val.shape
+        (k,), (s,), (d,), ((pl, pr),) = a["kernel_size"], a["stride"], a["dilation"], a["padding"]
+        cp = -(-c // 64) * 64
+        wm = np.zeros((k, cp), np.uint32)  # float sign-bit masks: bit 1 (= -1) -> 0x80000000
+        wm[:, :c] = _unpack_bits(self._t(op, "weight"), c).astype(np.uint32) << np.uint32(31)
+        out_name = op["outputs"][0]
+        oshape = self.shapes[out_name]
+        out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, False))
+        ost = out.strides()
+        to = oshape[1]
+        self.macs[pos] = c * sum(sum(0 <= tt * s + j * d - pl < t for j in range(k)) for tt in range(to))
+        fields = dict(kind=_BDW, C=c, H=1, W=t, in_sc=st[0], in_sh=0, in_sw=st[1], O=c, Ho=1, Wo=to,
+                      out_so=ost[0], out_sh=0, out_sw=ost[1], kh=1, kw=k, sh=1, sw=s, dh=1, dw=d,
+                      pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(), **self._output_transform(op))
+        self._maybe_bits_out(fields, out_name, out, False, to)
+        return self._emit(pos, fields, val, out_name, out, True, 0)
+
+    # -- buffers --------------------------------------------------------------------------------
+
+    def finish(self) -> tuple[list[dict], list[int], int, list[int]]:
+        """Slots by liveness; returns (C op dicts, slot capacities, output slot, view index per op)."""
+        out_vb = self.vals[self.output].vb
+        last: dict[int, int] = {}
+        for k, cop in enumerate(self.cops):
+            for vb in cop.reads:
+                last[vb] = k
+        last[out_vb] = len(self.cops)
+        last[0] = len(self.cops)  # the input is never reused
+        slot_of: dict[int, int] = {0: 0}
+        caps: list[int] = [0]
+        holder: dict[int, int] = {}  # slot -> vb holding it
+        free: list[int] = []
+        for k, cop in enumerate(self.cops):
+            need = self.vb_floats[cop.out_vb]
+            chosen = None
+            for vb in cop.inplace:
+                s = slot_of.get(vb)
+                if cop.fields["kind"] == _CONV_FP and not cop.fields["staged"] and vb == cop.in_vb:
+                    continue  # a float conv reading its input directly must not write over it
+                if vb != 0 and s and last.get(vb) == k and holder.get(s) == vb:
+                    chosen = s
+                    break
+            if chosen is None and free:
+                fits = [s for s in free if caps[s] >= need]
+                chosen = min(fits, key=lambda s: caps[s]) if fits else max(free, key=lambda s: caps[s])
+                free.remove(chosen)
+            if chosen is None:
+                caps.append(0)
+                chosen = len(caps) - 1
+            caps[chosen] = max(caps[chosen], need)
+            slot_of[cop.out_vb] = chosen
+            dying = {vb for vb in cop.reads if last.get(vb) == k}
+            for vb in dying:
+                s = slot_of[vb]
+                if s and holder.get(s) == vb and s != chosen:
+                    free.append(s)
+                    del holder[s]
+            holder[chosen] = cop.out_vb
+        ops = []
+        for cop in self.cops:
+            f = dict(cop.fields)
+            f["in"] = slot_of[cop.in_vb]
+            f["out"] = slot_of[cop.out_vb]
+            posts = []
+            for p, vb in zip(f.get("post", []), cop.post_vbs):
+                p = dict(p)
+                if vb >= 0:
+                    p["slot"] = slot_of[vb]
+                posts.append(p)
+            f["post"] = posts
+            if f["kind"] == _EPI:
+                val_shape, perm = cop.geom
+                ax = f.pop("axis", None)
+                n = math.prod(val_shape)
+                if ax is None:
+                    f.update(outer=1, chans=n, inner=1, n=n)
+                else:
+                    i = perm.index(ax)
+                    f.update(outer=math.prod(val_shape[a] for a in perm[:i]), chans=val_shape[ax],
+                             inner=math.prod(val_shape[a] for a in perm[i + 1:]), n=n)
+            ops.append(f)
+        return ops, caps, slot_of[out_vb], [c.vidx for c in self.cops]
+
+
+# ---------------------------------------------------------------------------------------------
+# programs
+# ---------------------------------------------------------------------------------------------
+
+
+class _ViewPlan:
+    def __init__(self, art: Artifact, view: str) -> None:
+        p = _Planner(art, view)
+        p.plan()
+        ops, caps, out_slot, vidx = p.finish()
+        self.view_ops = art.view_ops(view)
+        self.vidx = np.asarray(vidx, np.int64)
+        self.macs = p.macs
+        self.num_cops = len(ops)
+        self.cplan = _engine.Plan(ops, caps, math.prod(art.input_shape), len(art.labels), out_slot)
+        self.slot_floats = caps
+
+
+class Program:
+    """An artifact planned for the engine: ``run(features, view) -> logits``.
+
+    Attributes:
+        artifact: the validated artifact.
+        kernel: the kernel variant that runs (e.g. ``"avx512"``).
+        kernel_info: ``{"variant", "isa", "simde", "available", "machine"}``.
+        views: view names; ``default_view``.
+    """
+
+    def __init__(self, artifact: Artifact, kernel: str | None = None) -> None:
+        self.artifact = artifact
+        self.kernel = resolve_kernel(kernel)
+        self._variant = VARIANTS.index(self.kernel)
+        self.kernel_info = kernel_info(self.kernel)
+        self.views = list(artifact.views)
+        self.default_view = artifact.default_view
+        self.input_shape = tuple(artifact.input_shape)
+        self.num_labels = len(artifact.labels)
+        self._plans = {view: _ViewPlan(artifact, view) for view in artifact.views}
+
+    def __repr__(self) -> str:
+        return f"Program(kernel={self.kernel!r}, input={self.input_shape}, views={self.views})"
+
+    def _plan(self, view: Any) -> _ViewPlan:
+        if view is None:
+            view = self.default_view
+        plan = self._plans.get(view if isinstance(view, str) else str(view))
+        if plan is None:
+            raise ValueError(f"no view {view!r}; views are: {', '.join(self.views)}")
+        return plan
+
+    def _check(self, features: Any) -> np.ndarray:
+        x = features
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"features must be a numpy.ndarray, got {type(x).__name__}")  # noqa: TRY004
+        if x.dtype != np.float32:
+            raise ValueError(f"features must have dtype float32, got dtype {x.dtype} with shape {x.shape}")
+        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ValueError(f"features must have shape (batch, {', '.join(map(str, self.input_shape))}), "
+                             f"got {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError(f"features hold no clips (batch size 0, shape {x.shape})")
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        return x
+
+    def _fail(self, rc: int, x: np.ndarray) -> None:
+        if rc == -2:
+            bad = ~np.isfinite(x)
+            first = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"features hold {int(bad.sum())} NaN/inf value(s), first at index {first} "
+                             f"(value {x[first]}) in shape {x.shape}")
+        if rc == -1:
+            raise MemoryError("the engine could not allocate its scratch memory")
+        raise UnsupportedKernelError(f"kernel variant {self.kernel!r} cannot run here")
+
+    def run(self, features: np.ndarray, view: str | None = None) -> np.ndarray:
+        """``(batch, *input_shape)`` float32 features -> ``(batch, num_labels)`` float32 logits.
+
+        One call into C runs the whole plan for the batch with the GIL released.
+
+        Raises:
+            ValueError: unknown view; not a float32 array of shape ``(batch, *input_shape)``;
+                batch 0; NaN/inf values (the message quotes shape, dtype or the first bad index).
+        """
+        plan = self._plan(view)
+        x = self._check(features)
+        n = x.shape[0]
+        out = np.empty((n, self.num_labels), np.float32)
+        rc = plan.cplan.run(x.reshape(n, -1), out, self._variant)
+        if rc:
+            self._fail(rc, x)
+        return out
+
+    def profile(self, features: np.ndarray, view: str | None = None, repeats: int = 100) -> list[dict[str, Any]]:
+        """Per-op timing of whole-plan runs, for the benchmark tool.
+
+        Returns one dict per op of the view, in order: ``index`` (position in the view),
+        ``name``, ``op``, ``seconds`` (median over ``repeats`` whole-plan runs of the op's time per
+        call, measured in C with CLOCK_MONOTONIC around each op), ``binary_macs`` (per call: the
+        sum over output elements of the valid-tap K, times the batch; 0 for float ops). Ops
+        fused into the op before them (element-wise epilogues) and free layout ops
+        (reshape/transpose/flatten that need no copy) report 0 seconds: their cost is inside the
+        op they were fused into.
+        """
+        plan = self._plan(view)
+        x = self._check(features)
+        if not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+        n = x.shape[0]
+        out = np.empty((n, self.num_labels), np.float32)
+        nv = len(plan.view_ops)
+        times = np.zeros((repeats, nv))
+        for r in range(repeats):
+            prof = np.zeros(plan.num_cops)
+            rc = plan.cplan.profile(x.reshape(n, -1), out, self._variant, prof)
+            if rc:
+                self._fail(rc, x)
+            np.add.at(times[r], plan.vidx, prof)
+        med = np.median(times, axis=0)
+        return [{"index": i, "name": op.get("name", ""), "op": op["op"], "seconds": float(med[i]),
+                 "binary_macs": int(plan.macs[i]) * n} for i, op in enumerate(plan.view_ops)]
+
+
+class NeonBackend:
+    """Backend ``"neon"``: ``load(path or Artifact, kernel=None) -> Program``."""
+
+    name = "neon"
+
+    def load(self, source: str | os.PathLike | Artifact, kernel: str | None = None) -> Program:
+        artifact = source if isinstance(source, Artifact) else load_artifact(Path(source))
+        return Program(artifact, kernel=kernel)
+
+    def __repr__(self) -> str:
+        return "NeonBackend()"

@@ -1,0 +1,635 @@
+/*
+ * binkit_engine_ops.h -- the op implementations, instantiated once per kernel variant.
+ *
+ * Included by binkit_engine.h (only) with these macros defined:
+ *   BK_V     the variant's suffix (scalar, popcnt, avx2, avx512, neon)
+ *   BK_ATTR  its target attribute (empty for the baseline and NEON)
+ *   BK_GEMM  its XOR-popcount GEMM (binkit_kernels.h)
+ *   BK_PACK  its contiguous float -> bit packer
+ * and undefines them at the end.  No include guard on purpose.
+ *
+ * Bitwise identity across variants: integer counts are exact; float code vectorises only
+ * across independent outputs (channels), each output lane runs the same multiply and add
+ * sequence in the same order, and the build disables FMA contraction (-ffp-contract=off).
+ */
+
+#define BK_CAT2(a, b) a##_##b
+#define BK_CAT(a, b) BK_CAT2(a, b)
+#define BK_FN(name) BK_CAT(name, BK_V)
+
+/* Generic vectors at the variant's native width (BK_VBYTES): 16 floats are BK_VN of them.
+ * Lane arithmetic is plain IEEE single, so every width gives the same bits. */
+#define BK_VW (BK_VBYTES / 4)
+#define BK_VN (16 / BK_VW)
+typedef float BK_FN(bk_vf) __attribute__((vector_size(BK_VBYTES)));
+typedef int32_t BK_FN(bk_vi) __attribute__((vector_size(BK_VBYTES)));
+#define VF BK_FN(bk_vf)
+#define VI BK_FN(bk_vi)
+
+/* Apply the op's post-ops to y[0..n): element i has channel ch0 + i * ch_step and sits at
+ * offset off0 + i * ostride of the output (the ADD operand is read at the same offset). */
+BK_ATTR static inline void BK_FN(bk_post_apply)(const bk_op *op, float *restrict y, int64_t n,
+                                                 int64_t ch0, int64_t ch_step, float *const *slots,
+                                                 int64_t off0, int64_t ostride) {
+    for (int32_t k = 0; k < op->npost; ++k) {
+        const bk_post *p = &op->post[k];
+        const int vec = p->per_channel && ch_step;      /* parameter varies along y */
+        const int64_t c = p->per_channel ? ch0 : 0;      /* else: one parameter for all of y */
+        switch (p->kind) {
+        case BK_POST_AFFINE:
+            if (vec) {
+                const float *restrict a = p->a + ch0, *restrict b = p->b + ch0;
+                for (int64_t i = 0; i < n; ++i) y[i] = a[i] * y[i] + b[i];
+            } else {
+                const float a = p->a[c], b = p->b[c];
+                for (int64_t i = 0; i < n; ++i) y[i] = a * y[i] + b;
+            }
+            break;
+        case BK_POST_PRELU: {
+            /* y = y >= 0 ? y : slope * y as a bitwise select on generic vectors (compilers turn
+             * the scalar form into branches or conditional stores, which do not vectorise) */
+            int64_t i = 0;
+            for (; i + BK_VW <= n; i += BK_VW) {
+                VF v, a;
+                BK_LOADV(v, y + i);
+                if (vec) {
+                    BK_LOADV(a, p->a + ch0 + i);
+                } else {
+                    a = (VF){0} + p->a[c];
+                }
+                const VF neg = a * v;
+                const VI m = v >= (VF){0};
+                const VI r = (m & (VI)v) | (~m & (VI)neg);
+                memcpy(y + i, &r, sizeof(r));
+            }
+            for (; i < n; ++i) {
+                const float v = y[i], neg = p->a[vec ? ch0 + i : c] * v;
+                y[i] = v >= 0.0f ? v : neg;
+            }
+            break;
+        }
+        case BK_POST_RELU: {
+            int64_t i = 0;
+            for (; i + BK_VW <= n; i += BK_VW) {
+                VF v;
+                BK_LOADV(v, y + i);
+                const VI r = (v > (VF){0}) & (VI)v;
+                memcpy(y + i, &r, sizeof(r));
+            }
+            for (; i < n; ++i) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+            break;
+        }
+        case BK_POST_ADD: {
+            const float *restrict r = slots[p->slot] + off0;
+            if (ostride == 1) {
+                for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i];
+            } else {
+                for (int64_t i = 0; i < n; ++i) y[i] = y[i] + r[i * ostride];
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+BK_ATTR static inline void BK_FN(bk_store)(float *restrict out, const float *restrict y, int64_t n,
+                                            int64_t stride) {
+    if (stride == 1) {
+        memcpy(out, y, (size_t)n * 4);
+    } else {
+        for (int64_t i = 0; i < n; ++i) out[i * stride] = y[i];
+    }
+}
+
+/* 16 consecutive channels o..o+15 held in registers (BK_VN vectors): apply the post-ops and
+ * store, at output offset off + (o + i) * so.  Needs o + 16 <= the channel count (full chunk);
+ * the same float operations as bk_post_apply, so both paths give the same bits. */
+BK_ATTR static inline void BK_FN(bk_post16)(const bk_op *op, VF v[BK_VN], int64_t o, float *const *slots,
+                                            int64_t off, int64_t so) {
+    for (int32_t k = 0; k < op->npost; ++k) {
+        const bk_post *p = &op->post[k];
+        const int64_t c = p->per_channel ? o : 0;
+        switch (p->kind) {
+        case BK_POST_AFFINE:
+            for (int u = 0; u < BK_VN; ++u) {
+                VF a, b;
+                if (p->per_channel) {
+                    BK_LOADV(a, p->a + c + u * BK_VW);
+                    BK_LOADV(b, p->b + c + u * BK_VW);
+                } else {
+                    a = (VF){0} + p->a[0];
+                    b = (VF){0} + p->b[0];
+                }
+                v[u] = a * v[u] + b;
+            }
+            break;
+        case BK_POST_PRELU:
+            for (int u = 0; u < BK_VN; ++u) {
+                VF a;
+                if (p->per_channel) {
+                    BK_LOADV(a, p->a + c + u * BK_VW);
+                } else {
+                    a = (VF){0} + p->a[0];
+                }
+                const VF neg = a * v[u];
+                const VI m = v[u] >= (VF){0};
+                v[u] = (VF)((m & (VI)v[u]) | (~m & (VI)neg));
+            }
+            break;
+        case BK_POST_RELU:
+            for (int u = 0; u < BK_VN; ++u) v[u] = (VF)((v[u] > (VF){0}) & (VI)v[u]);
+            break;
+        case BK_POST_ADD: {
+            const float *r = slots[p->slot] + off + o * so;
+            for (int u = 0; u < BK_VN; ++u) {
+                VF rv;
+                if (so == 1) {
+                    BK_LOADV(rv, r + u * BK_VW);
+                } else {
+                    float t[BK_VW];
+                    for (int i = 0; i < BK_VW; ++i) t[i] = r[(u * BK_VW + i) * so];
+                    BK_LOADV(rv, t);
+                }
+                v[u] = v[u] + rv;
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+BK_ATTR static inline void BK_FN(bk_store16)(float *out, const VF v[BK_VN], int64_t so) {
+    if (so == 1) {
+        memcpy(out, v, 64);
+    } else {
+        float t[16];
+        memcpy(t, v, 64);
+        for (int i = 0; i < 16; ++i) out[i * so] = t[i];
+    }
+}
+
+/* ---- float conv / linear ------------------------------------------------------------------ */
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *op, float *const *slots, uint8_t *scr) {
+    const float *x = slots[op->in];
+    float *out = slots[op->out];
+    const int64_t C = op->C, H = op->H, W = op->W;
+    const int64_t Hp = H + op->pt + op->pb, Wp = W + op->pl + op->pr;
+    const int64_t G = op->groups, cg = C / G, og = op->O / G, opad = op->opad;
+    const int64_t taps = op->kh * op->kw, ck = cg * taps;
+    const float *src = x;
+    int64_t ssc = op->in_sc, ssh = op->in_sh, ssw = op->in_sw;
+    float *y = (float *)(void *)(scr + BK_ALIGN(bk_conv_fp_stage_floats(op) * 4));
+    if (op->staged) {
+        float *xp = (float *)(void *)scr;
+        memset(xp, 0, (size_t)(C * Hp * Wp) * 4);
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < H; ++i) {
+                const float *row = x + c * op->in_sc + i * op->in_sh;
+                float *dst = xp + (c * Hp + i + op->pt) * Wp + op->pl;
+                if (op->input_sign) {
+                    for (int64_t j = 0; j < W; ++j) dst[j] = row[j * op->in_sw] < 0.0f ? -1.0f : 1.0f;
+                } else {
+                    for (int64_t j = 0; j < W; ++j) dst[j] = row[j * op->in_sw];
+                }
+            }
+        src = xp;
+        ssc = Hp * Wp;
+        ssh = Wp;
+        ssw = 1;
+    }
+    const int64_t sh = op->sh, sw = op->sw, dh = op->dh, dw = op->dw, kh = op->kh, kw = op->kw;
+    const int64_t Wo = op->Wo, xs = sw * ssw; /* input step between neighbouring outputs */
+    /* Order of the float sums (the same in every variant, every lane):
+     *   ksplit == 0: acc = ((w_0 x_0 + w_1 x_1) + w_2 x_2) + ... over k = (c, ky, kx), then + bias
+     *   ksplit == 1 (one output position per row: linear layers): four partial sums over
+     *                k mod 4, combined as (s0 + s1) + (s2 + s3), then + bias. */
+    const int ksplit = Wo * op->Ho < 4;
+    for (int64_t g = 0; g < G; ++g) {
+        const float *wg = op->wf + g * ck * opad;
+        const float *sg = src + g * cg * ssc;
+        for (int64_t oy = 0; oy < op->Ho; ++oy)
+            for (int64_t ox0 = 0; ox0 < Wo; ox0 += 4) {
+                const int64_t npos = (Wo - ox0) < 4 ? (Wo - ox0) : 4;
+                for (int64_t o0 = 0; o0 < og; o0 += 16) {
+                    VF acc[4][BK_VN];
+                    const float *wrow = wg + o0;
+                    if (ksplit) {
+                        /* four partial sums over k mod 4, unrolled so they stay in registers */
+                        VF s0[BK_VN], s1[BK_VN], s2[BK_VN], s3[BK_VN];
+                        for (int u = 0; u < BK_VN; ++u) s0[u] = s1[u] = s2[u] = s3[u] = (VF){0};
+                        const float *sp0 = sg + oy * sh * ssh + ox0 * xs;
+                        if (kh == 1 && kw == 1) { /* linear: k = c */
+                            int64_t c = 0;
+                            for (; c + 4 <= cg; c += 4) {
+                                const float v0 = sp0[c * ssc], v1 = sp0[(c + 1) * ssc];
+                                const float v2 = sp0[(c + 2) * ssc], v3 = sp0[(c + 3) * ssc];
+                                const float *wp = wrow + c * opad;
+                                for (int u = 0; u < BK_VN; ++u) {
+                                    VF w0, w1, w2, w3;
+                                    BK_LOADV(w0, wp + u * BK_VW);
+                                    BK_LOADV(w1, wp + opad + u * BK_VW);
+                                    BK_LOADV(w2, wp + 2 * opad + u * BK_VW);
+                                    BK_LOADV(w3, wp + 3 * opad + u * BK_VW);
+                                    s0[u] = s0[u] + w0 * v0;
+                                    s1[u] = s1[u] + w1 * v1;
+                                    s2[u] = s2[u] + w2 * v2;
+                                    s3[u] = s3[u] + w3 * v3;
+                                }
+                            }
+                            for (; c < cg; ++c) { /* k mod 4 = c - (cg & ~3) for the tail */
+                                const float v = sp0[c * ssc];
+                                for (int u = 0; u < BK_VN; ++u) {
+                                    VF w;
+                                    BK_LOADV(w, wrow + c * opad + u * BK_VW);
+                                    if ((c & 3) == 0) s0[u] = s0[u] + w * v;
+                                    else if ((c & 3) == 1) s1[u] = s1[u] + w * v;
+                                    else s2[u] = s2[u] + w * v;
+                                }
+                            }
+                        } else {
+                            int64_t k = 0;
+                            for (int64_t c = 0; c < cg; ++c)
+                                for (int64_t ky = 0; ky < kh; ++ky) {
+                                    const float *srow = sp0 + c * ssc + ky * dh * ssh;
+                                    for (int64_t kx = 0; kx < kw; ++kx, ++k) {
+                                        const float v = srow[kx * dw * ssw];
+                                        for (int u = 0; u < BK_VN; ++u) {
+                                            VF w;
+                                            BK_LOADV(w, wrow + k * opad + u * BK_VW);
+                                            const int r = (int)(k & 3);
+                                            if (r == 0) s0[u] = s0[u] + w * v;
+                                            else if (r == 1) s1[u] = s1[u] + w * v;
+                                            else if (r == 2) s2[u] = s2[u] + w * v;
+                                            else s3[u] = s3[u] + w * v;
+                                        }
+                                    }
+                                }
+                        }
+                        for (int u = 0; u < BK_VN; ++u) acc[0][u] = (s0[u] + s1[u]) + (s2[u] + s3[u]);
+                    } else if (npos == 4) {
+                        for (int q = 0; q < 4; ++q)
+                            for (int u = 0; u < BK_VN; ++u) acc[q][u] = (VF){0};
+                        for (int64_t c = 0; c < cg; ++c)
+                            for (int64_t ky = 0; ky < kh; ++ky) {
+                                const float *srow = sg + c * ssc + (oy * sh + ky * dh) * ssh + ox0 * xs;
+                                const float *wk = wrow + ((c * kh + ky) * kw) * opad;
+                                for (int64_t kx = 0; kx < kw; ++kx) {
+                                    const float *spt = srow + kx * dw * ssw;
+                                    const float v0 = spt[0], v1 = spt[xs], v2 = spt[2 * xs], v3 = spt[3 * xs];
+                                    for (int u = 0; u < BK_VN; ++u) {
+                                        VF w;
+                                        BK_LOADV(w, wk + kx * opad + u * BK_VW);
+                                        acc[0][u] = acc[0][u] + w * v0;
+                                        acc[1][u] = acc[1][u] + w * v1;
+                                        acc[2][u] = acc[2][u] + w * v2;
+                                        acc[3][u] = acc[3][u] + w * v3;
+                                    }
+                                }
+                            }
+                    } else {
+                        for (int64_t q = 0; q < npos; ++q) {
+                            for (int u = 0; u < BK_VN; ++u) acc[q][u] = (VF){0};
+                            for (int64_t c = 0; c < cg; ++c)
+                                for (int64_t ky = 0; ky < kh; ++ky) {
+                                    const float *srow = sg + c * ssc + (oy * sh + ky * dh) * ssh + (ox0 + q) * xs;
+                                    const float *wk = wrow + ((c * kh + ky) * kw) * opad;
+                                    for (int64_t kx = 0; kx < kw; ++kx) {
+                                        const float v = srow[kx * dw * ssw];
+                                        for (int u = 0; u < BK_VN; ++u) {
+                                            VF w;
+                                            BK_LOADV(w, wk + kx * opad + u * BK_VW);
+                                            acc[q][u] = acc[q][u] + w * v;
+                                        }
+                                    }
+                                }
+                        }
+                    }
+                    const int64_t n = (og - o0) < 16 ? (og - o0) : 16;
+                    const int64_t o = g * og + o0;
+                    float b[16] = {0};
+                    memcpy(b, op->bias + o, (size_t)n * 4);
+                    for (int64_t q = 0; q < npos; ++q) {
+                        VF r[BK_VN];
+                        for (int u = 0; u < BK_VN; ++u) {
+                            VF bv;
+                            BK_LOADV(bv, b + u * BK_VW);
+                            r[u] = acc[q][u] + bv;
+                        }
+                        const int64_t off = oy * op->out_sh + (ox0 + q) * op->out_sw;
+                        if (n == 16) {
+                            BK_FN(bk_post16)(op, r, o, slots, off, op->out_so);
+                            BK_FN(bk_store16)(out + off + o * op->out_so, r, op->out_so);
+                        } else {
+                            memcpy(y, r, 64);
+                            BK_FN(bk_post_apply)(op, y, n, o, 1, slots, off + o * op->out_so, op->out_so);
+                            BK_FN(bk_store)(out + off + o * op->out_so, y, n, op->out_so);
+                        }
+                    }
+                }
+            }
+    }
+}
+
+/* ---- binary conv / linear ------------------------------------------------------------------ */
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op, float *const *slots, uint8_t *scr) {
+    const float *x = slots[op->in];
+    float *out = slots[op->out];
+    const int64_t C = op->C, H = op->H, W = op->W, words = op->words;
+    const int64_t Wp = W + op->pl + op->pr;
+    const int64_t P = op->Ho * op->Wo, ldc = op->nb * 8;
+    uint64_t *grid = (uint64_t *)(void *)scr;
+    uint8_t *q = scr + BK_ALIGN(bk_bconv_grid_words(op) * 8);
+    uint64_t *col = (uint64_t *)(void *)q;
+    q += BK_ALIGN(bk_bconv_col_words(op) * 8);
+    int32_t *cnt = (int32_t *)(void *)q;
+    q += BK_ALIGN((size_t)(P * ldc) * 4);
+    float *y = (float *)(void *)q;
+
+    /* 1. pack the input into the zero-padded grid of words (padding positions: 0 bits) */
+    const int padded = (op->pt | op->pb | op->pl | op->pr) != 0;
+    if (padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
+    if (op->prepacked) {
+        grid = (uint64_t *)(void *)slots[op->in]; /* direct: the rows as they are */
+    } else if (op->rowmode) {
+        /* dense rows: bit ((x + pl) * C + c) of padded row y + pt is channel c of pixel (y, x) */
+        if (!padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
+        uint64_t *tmp = (uint64_t *)(void *)((uint8_t *)y + BK_ALIGN((size_t)(op->nb * 8) * 4)); /* a packed row */
+        const int contiguous = op->in_sc == 1 && op->in_sw == C;
+        for (int64_t i = 0; i < H; ++i) {
+            uint64_t *row = grid + (i + op->pt) * op->rwords;
+            const float *s = x + i * op->in_sh;
+            if (contiguous) { /* channels-last row: W * C floats in bit order */
+                BK_PACK(s, (size_t)(W * C), tmp);
+                bk_bits_copy(row, (size_t)(op->pl * C), tmp, 0, (size_t)(W * C));
+            } else {
+                for (int64_t j = 0; j < W; ++j) {
+                    if (op->in_sc == 1)
+                        BK_PACK(s + j * op->in_sw, (size_t)C, tmp);
+                    else
+                        bk_pack_strided(s + j * op->in_sw, op->in_sc, (size_t)C, tmp);
+                    tmp[words] = 0;
+                    bk_bits_copy(row, (size_t)((j + op->pl) * C), tmp, 0, (size_t)C);
+                }
+            }
+        }
+    } else {
+        for (int64_t i = 0; i < H; ++i)
+            for (int64_t j = 0; j < W; ++j) {
+                const float *s = x + i * op->in_sh + j * op->in_sw;
+                uint64_t *d = grid + ((i + op->pt) * Wp + j + op->pl) * words;
+                if (op->in_sc == 1)
+                    BK_PACK(s, (size_t)C, d);
+                else
+                    bk_pack_strided(s, op->in_sc, (size_t)C, d);
+            }
+    }
+
+    /* 2. dense receptive-field rows (im2col on bits) */
+    const uint64_t *A = grid;
+    size_t lda = (size_t)words;
+    if (!op->direct) {
+        const int64_t kw = op->kw, kwords = op->kwords;
+        memset(col, 0, bk_bconv_col_words(op) * 8);
+        if (op->rowmode) {
+            const size_t run = (size_t)(kw * C);
+            for (int64_t oy = 0; oy < op->Ho; ++oy)
+                for (int64_t ox = 0; ox < op->Wo; ++ox) {
+                    uint64_t *row = col + (oy * op->Wo + ox) * kwords;
+                    for (int64_t ky = 0; ky < op->kh; ++ky)
+                        bk_bits_copy(row, (size_t)ky * run, grid + (oy * op->sh + ky * op->dh) * op->rwords,
+                                     (size_t)(ox * op->sw * C), run);
+                }
+        } else
+        for (int64_t oy = 0; oy < op->Ho; ++oy)
+            for (int64_t ox = 0; ox < op->Wo; ++ox) {
+                uint64_t *row = col + (oy * op->Wo + ox) * kwords;
+                for (int64_t ky = 0; ky < op->kh; ++ky) {
+                    const uint64_t *g = grid + ((oy * op->sh + ky * op->dh) * Wp + ox * op->sw) * words;
+                    for (int64_t kx = 0; kx < kw; ++kx) {
+                        const uint64_t *s = g + kx * op->dw * words;
+                        const int64_t t = ky * kw + kx;
+                        if ((C & 63) == 0) {
+                            for (int64_t w = 0; w < words; ++w) row[t * words + w] = s[w];
+                        } else {
+                            bk_bits_append(row, (size_t)(t * C), s, (size_t)C);
+                        }
+                    }
+                }
+            }
+        A = col;
+        lda = (size_t)kwords;
+    }
+
+    /* 3. counts */
+    BK_GEMM(A, lda, (size_t)P, op->wb, lda, (size_t)op->nb, cnt, (size_t)ldc);
+
+    /* 4. output transform + post-ops, one position (all channels) at a time, 16 channels in
+     *    registers; a channel tail (O % 16) goes through y */
+    const int64_t O = op->O, O16 = O & ~(int64_t)15;
+    for (int64_t oy = 0; oy < op->Ho; ++oy)
+        for (int64_t ox = 0; ox < op->Wo; ++ox) {
+            const int64_t p = oy * op->Wo + ox;
+            const int32_t *restrict b = op->base + (op->pat ? (int64_t)op->pat[p] * ldc : 0);
+            const int32_t *restrict c = cnt + p * ldc;
+            const int64_t off = oy * op->out_sh + ox * op->out_sw;
+            for (int64_t o = 0; o < O16; o += 16) {
+                VF v[BK_VN];
+                for (int u = 0; u < BK_VN; ++u) {
+                    VI bv, cv;
+                    BK_LOADV(bv, b + o + u * BK_VW);
+                    BK_LOADV(cv, c + o + u * BK_VW);
+                    const VI d = bv - (cv + cv);
+                    if (op->thr) {
+                        VI tv;
+                        BK_LOADV(tv, op->thr + o + u * BK_VW);
+                        const VI ge = d >= tv; /* +1.0f or -1.0f: the sign bit where d < thr */
+                        v[u] = (VF)((VI)((VF){0} + 1.0f) | (~ge & ((VI){0} + (int32_t)0x80000000)));
+                    } else {
+                        VF m, f;
+                        BK_LOADV(m, op->mult + o + u * BK_VW);
+                        BK_LOADV(f, op->offs + o + u * BK_VW);
+                        v[u] = m * __builtin_convertvector(d, VF) + f;
+                    }
+                }
+                if (op->bits_out) {
+                    memcpy(y + o, v, 64);
+                    continue;
+                }
+                BK_FN(bk_post16)(op, v, o, slots, off, op->out_so);
+                BK_FN(bk_store16)(out + off + o * op->out_so, v, op->out_so);
+            }
+            if (O16 == O && !op->bits_out) continue;
+            if (op->thr) { /* sign output: +1 iff dot >= threshold (exact integers) */
+                const int32_t *restrict th = op->thr;
+                for (int64_t o = O16; o < O; ++o) y[o] = (b[o] - 2 * c[o]) >= th[o] ? 1.0f : -1.0f;
+            } else {
+                const float *restrict m = op->mult, *restrict f = op->offs;
+                for (int64_t o = O16; o < O; ++o) y[o] = m[o] * (float)(b[o] - 2 * c[o]) + f[o];
+            }
+            if (op->bits_out) {
+                BK_PACK(y, (size_t)O, (uint64_t *)(void *)out + p * op->owords);
+                continue;
+            }
+            BK_FN(bk_post_apply)(op, y + O16, O - O16, O16, 1, slots, off + O16 * op->out_so, op->out_so);
+            BK_FN(bk_store)(out + off + O16 * op->out_so, y + O16, O - O16, op->out_so);
+        }
+}
+
+/* ---- binary depthwise 1-D conv --------------------------------------------------------------- */
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, float *const *slots, uint8_t *scr) {
+    /* Signs as floats +-1.0 (S), weights as sign-bit masks: S XOR mask = the product +-1, and
+     * sums of a few +-1 are exact in float, so dot = sum over valid taps needs no counting. */
+    const float *x = slots[op->in];
+    float *out = slots[op->out];
+    const int64_t C = op->C, T = op->W, Cp = op->opad;
+    float *S = (float *)(void *)scr;
+    float *y = (float *)(void *)(scr + BK_ALIGN((size_t)(T * Cp) * 4));
+    const VI one = (VI)((VF){0} + 1.0f), signbit = (VI){0} + (int32_t)0x80000000;
+    for (int64_t t = 0; t < T; ++t) {
+        float *restrict st = S + t * Cp;
+        const float *s = x + t * op->in_sw;
+        int64_t c = 0;
+        if (op->in_sc == 1) {
+            for (; c + BK_VW <= C; c += BK_VW) {
+                VF v;
+                BK_LOADV(v, s + c);
+                const VI r = one | ((v < (VF){0}) & signbit);
+                memcpy(st + c, &r, sizeof(r));
+            }
+        }
+        for (; c < C; ++c) st[c] = s[c * op->in_sc] < 0.0f ? -1.0f : 1.0f;
+        for (; c < Cp; ++c) st[c] = 1.0f;
+    }
+    for (int64_t t = 0; t < op->Wo; ++t) {
+        const int64_t off = t * op->out_sw;
+        /* valid taps (input inside [0, T)) form one range [jlo, jhi): ti grows with j */
+        int64_t jlo = 0, jhi = op->kw;
+        while (jlo < jhi && t * op->sw + jlo * op->dw - op->pl < 0) ++jlo;
+        while (jhi > jlo && t * op->sw + (jhi - 1) * op->dw - op->pl >= T) --jhi;
+        const int64_t t0 = t * op->sw - op->pl;
+        for (int64_t c0 = 0; c0 < C; c0 += 16) {
+            VF d[BK_VN];
+            for (int u = 0; u < BK_VN; ++u) d[u] = (VF){0};
+            for (int64_t j = jlo; j < jhi; ++j) { /* padded taps contribute exactly 0: skipped */
+                const float *sp = S + (t0 + j * op->dw) * Cp + c0;
+                const uint32_t *wp = op->wm + j * Cp + c0;
+                for (int u = 0; u < BK_VN; ++u) {
+                    VI sv, wv;
+                    BK_LOADV(sv, sp + u * BK_VW);
+                    BK_LOADV(wv, wp + u * BK_VW);
+                    d[u] = d[u] + (VF)(sv ^ wv);
+                }
+            }
+            VF v[BK_VN];
+            for (int u = 0; u < BK_VN; ++u) {
+                if (op->thr) {
+                    VI tv;
+                    BK_LOADV(tv, op->thr + (c0 + 16 <= C ? c0 : 0) + u * BK_VW); /* tail: see below */
+                    const VI ge = d[u] >= __builtin_convertvector(tv, VF);
+                    v[u] = (VF)(one | (~ge & signbit));
+                } else if (c0 + 16 <= C) {
+                    VF m, f;
+                    BK_LOADV(m, op->mult + c0 + u * BK_VW);
+                    BK_LOADV(f, op->offs + c0 + u * BK_VW);
+                    v[u] = m * d[u] + f;
+                } else {
+                    v[u] = d[u];
+                }
+            }
+            if (c0 + 16 <= C && !op->bits_out) {
+                BK_FN(bk_post16)(op, v, c0, slots, off, op->out_so);
+                BK_FN(bk_store16)(out + off + c0 * op->out_so, v, op->out_so);
+                continue;
+            }
+            /* channel tail (or packed output): scalar transform of the exact dots in d */
+            float dd[16];
+            memcpy(dd, d, 64);
+            const int64_t n = (C - c0) < 16 ? (C - c0) : 16;
+            for (int64_t i = 0; i < n; ++i) {
+                const int64_t ch = c0 + i;
+                y[ch] = op->thr ? (dd[i] >= (float)op->thr[ch] ? 1.0f : -1.0f) : op->mult[ch] * dd[i] + op->offs[ch];
+            }
+            if (!op->bits_out) {
+                BK_FN(bk_post_apply)(op, y + c0, n, c0, 1, slots, off + c0 * op->out_so, op->out_so);
+                BK_FN(bk_store)(out + off + c0 * op->out_so, y + c0, n, op->out_so);
+            }
+        }
+        if (op->bits_out) BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + t * op->owords);
+    }
+}
+
+/* ---- element-wise chain --------------------------------------------------------------------- */
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_epi)(const bk_op *op, float *const *slots) {
+    const float *x = slots[op->in];
+    float *out = slots[op->out];
+    float y[256];
+    const int64_t C = op->chans, inner = op->inner;
+    for (int64_t o = 0; o < op->outer; ++o) {
+        if (inner == 1) {
+            const int64_t base = o * C;
+            for (int64_t c0 = 0; c0 < C; c0 += 256) {
+                const int64_t n = (C - c0) < 256 ? (C - c0) : 256;
+                memcpy(y, x + base + c0, (size_t)n * 4);
+                BK_FN(bk_post_apply)(op, y, n, c0, 1, slots, base + c0, 1);
+                memcpy(out + base + c0, y, (size_t)n * 4);
+            }
+        } else {
+            for (int64_t c = 0; c < C; ++c) {
+                const int64_t base = (o * C + c) * inner;
+                for (int64_t i0 = 0; i0 < inner; i0 += 256) {
+                    const int64_t n = (inner - i0) < 256 ? (inner - i0) : 256;
+                    memcpy(y, x + base + i0, (size_t)n * 4);
+                    BK_FN(bk_post_apply)(op, y, n, c, 0, slots, base + i0, 1);
+                    memcpy(out + base + i0, y, (size_t)n * 4);
+                }
+            }
+        }
+    }
+}
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_gather)(const bk_op *op, float *const *slots) {
+    const float *restrict x = slots[op->in];
+    float *restrict out = slots[op->out];
+    const int32_t *restrict idx = op->idx;
+    for (int64_t i = 0; i < op->n; ++i) out[i] = x[idx[i]];
+}
+
+/* ---- the plan ----------------------------------------------------------------------------- */
+
+BK_ATTR static void BK_FN(bk_run_ops)(const bk_plan *plan, float *const *slots, uint8_t *scratch,
+                                       double *prof) {
+    for (int64_t i = 0; i < plan->nops; ++i) {
+        const bk_op *op = &plan->ops[i];
+        const double t0 = prof ? bk_now() : 0.0;
+        switch (op->kind) {
+        case BK_OP_CONV_FP: BK_FN(bk_op_conv_fp)(op, slots, scratch); break;
+        case BK_OP_BCONV: BK_FN(bk_op_bconv)(op, slots, scratch); break;
+        case BK_OP_BDW: BK_FN(bk_op_bdw)(op, slots, scratch); break;
+        case BK_OP_EPI: BK_FN(bk_op_epi)(op, slots); break;
+        case BK_OP_GATHER: BK_FN(bk_op_gather)(op, slots); break;
+        default: break;
+        }
+        if (prof) prof[i] += bk_now() - t0;
+    }
+}
+
+#undef VF
+#undef VI
+#undef BK_VW
+#undef BK_VN
+#undef BK_VBYTES
+#undef BK_FN
+#undef BK_CAT
+#undef BK_CAT2
+#undef BK_V
+#undef BK_ATTR
+#undef BK_GEMM
+#undef BK_PACK

@@ -1,0 +1,471 @@
+"""The compiled engine (backend "neon") against the numpy reference backend. Torch-free.
+
+Artifacts are written with ``save_artifact`` directly (as tests/runtime/test_artifact.py does), so
+this file also runs where torch is absent (the aarch64 qemu CI stage). They cover every op of the
+artifact op table, channel counts around the 64-bit word (1, 63, 64, 65, 130), stride, dilation,
+asymmetric padding (exact zeros: padded taps contribute 0), groups, float16 weights,
+``input_sign``, exact zeros (+0.0 and -0.0 pack as +1) in inputs that binary ops read directly,
+batch 1 and 64, and every view.
+
+Checks: per clip max |engine - reference| / max |reference| <= 1e-4 and the same argmax; every
+available kernel variant gives bitwise identical logits. ``BINKIT_ENGINE_QUICK=1`` (the qemu
+stage) skips the batch-64 sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from binkit.runtime.artifact import load_artifact, save_artifact
+from binkit.runtime.bits import dot_pm1, pack_signs
+from binkit.runtime.reference import ReferenceProgram
+
+binkit_neon = pytest.importorskip("binkit_neon")
+from binkit_neon import _engine
+from binkit_neon.engine import VARIANTS, NeonBackend, Program, UnsupportedKernelError
+
+RTOL = 1e-4
+CHANNELS = [1, 63, 64, 65, 130]
+KERNELS = binkit_neon.available_kernels()
+QUICK = os.environ.get("BINKIT_ENGINE_QUICK") == "1"
+heavy = pytest.mark.skipif(QUICK, reason="BINKIT_ENGINE_QUICK=1 (emulated CI stage)")
+LABELS = ["a", "b", "c", "d", "e"]
+
+
+class _Builder:
+    """Collects tensors and ops of a hand-written artifact."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.tensors: dict[str, np.ndarray] = {}
+        self.ops: list[dict] = []
+
+    def op(self, kind: str, inputs: list[str], attrs: dict | None = None, **tensors: np.ndarray) -> str:
+        i = len(self.ops)
+        name = f"{kind}{i}"
+        refs = {}
+        for role, arr in tensors.items():
+            self.tensors[f"{name}.{role}"] = arr
+            refs[role] = f"{name}.{role}"
+        self.ops.append({"op": kind, "name": name, "inputs": inputs, "outputs": [name], "attrs": attrs or {},
+                         "tensors": refs})
+        return name
+
+    # tensors
+    def packed(self, *shape: int) -> np.ndarray:
+        return pack_signs(self.rng.standard_normal(shape))
+
+    def f32(self, *shape: int, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
+        return self.rng.uniform(lo, hi, shape).astype(np.float32)
+
+    def transform(self, out: int) -> dict[str, np.ndarray]:
+        return {"multiplier": self.f32(out, lo=0.02, hi=0.2) * np.where(self.rng.random(out) < 0.2, -1, 1).astype(np.float32),
+                "offset": self.f32(out, lo=-0.5, hi=0.5)}
+
+    def threshold(self, out: int, k: int, dtype) -> np.ndarray:
+        """Sign thresholds in [-K, K] (K = bits per dot), some at the extremes."""
+        t = self.rng.integers(-k // 2, k // 2 + 1, out)
+        t[:2] = [-k, k + 1][: min(2, out)] if out >= 2 else t[:1]
+        return t.astype(dtype)
+
+    def save(self, path, input_shape, views: dict[str, list[int]], outputs: dict[str, str]) -> str:
+        meta = {"producer": "test", "input": {"shape": list(input_shape), "dtype": "float32"},
+                "plan": {"ops": self.ops},
+                "views": {v: {"ops": ops, "output": outputs[v]} for v, ops in views.items()},
+                "default_view": next(iter(views)), "labels": LABELS, "frontend": None, "fallbacks": []}
+        save_artifact(path, self.tensors, meta)
+        return str(path)
+
+
+def _conv_attrs(stride, padding, dilation, **extra):
+    return {"stride": stride, "padding": padding, "dilation": dilation, **extra}
+
+
+def _bconv_attrs(c, kernel, stride, padding, dilation):
+    return {"in_channels": c, "kernel_size": kernel, "stride": stride, "padding": padding, "dilation": dilation}
+
+
+def build_2d(path, c: int, seed: int = 0) -> str:
+    """(2, 9, 10) input; views: 'main' (conv2d_fp -> affine -> prelu -> bconv2d -> prelu(1) ->
+    bconv2d 1x1 with a sign threshold -> affine -> flatten -> blinear with a sign threshold ->
+    blinear -> prelu -> linear_fp(input_sign, float16)),
+    'side' (shares the stem, then a dilated strided bconv2d, transpose, reshape, linear_fp),
+    'raw' (bconv2d straight on the input: exact zeros in the features)."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    x = b.op("conv2d_fp", ["input"], _conv_attrs([2, 1], [[1, 1], [2, 0]], [1, 2], groups=1, input_sign=False),
+             weight=b.f32(c, 2, 3, 3), bias=b.f32(c))                                  # (c, 5, 8)
+    x = b.op("affine", [x], {"axis": 0}, multiplier=b.f32(c, lo=0.5, hi=1.5), offset=b.f32(c, lo=-0.3, hi=0.3))
+    stem = b.op("prelu", [x], {"axis": 0}, slope=b.f32(c, lo=-0.5, hi=0.5))
+    x = b.op("bconv2d", [stem], _bconv_attrs(c, [3, 2], [1, 2], [[1, 1], [1, 0]], [1, 1]),
+             weight=b.packed(65, 3, 2, c), **b.transform(65))                          # (65, 5, 4)
+    mid = b.op("prelu", [x], {"axis": 0}, slope=np.array([0.25], np.float32))
+    x = b.op("bconv2d", [mid], _bconv_attrs(65, [1, 1], [1, 1], [[0, 0], [0, 0]], [1, 1]),
+             weight=b.packed(c, 1, 1, 65), threshold=b.threshold(c, 65, np.int16))      # (c, 5, 4) +-1
+    x = b.op("affine", [x], {"axis": 0}, multiplier=b.f32(c), offset=b.f32(c, lo=-0.5, hi=0.5))
+    x = b.op("flatten", [x])
+    x = b.op("blinear", [x], {"in_features": 20 * c}, weight=b.packed(70, 20 * c),
+             threshold=b.threshold(70, 20 * c, np.int32))                              # packed rows
+    x = b.op("blinear", [x], {"in_features": 70}, weight=b.packed(48, 70), **b.transform(48))
+    x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(48, lo=-0.5, hi=0.5))
+    main = b.op("linear_fp", [x], {"input_sign": True}, weight=b.f32(L, 48).astype(np.float16), bias=b.f32(L))
+    n_main = len(b.ops)
+    x = b.op("bconv2d", [mid], _bconv_attrs(65, [2, 2], [2, 2], [[1, 0], [0, 1]], [2, 1]),
+             weight=b.packed(64, 2, 2, 65), **b.transform(64))                          # (64, 2, 2)
+    x = b.op("transpose", [x], {"perm": [1, 2, 0]})
+    x = b.op("reshape", [x], {"shape": [256]})
+    side = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 256))
+    n_side = len(b.ops)
+    x = b.op("bconv2d", ["input"], _bconv_attrs(2, [3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1]),
+             weight=b.packed(3, 3, 3, 2), **b.transform(3))                             # (3, 9, 10)
+    x = b.op("flatten", [x])
+    raw = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 270, lo=-0.1, hi=0.1), bias=b.f32(L))
+    return b.save(path, (2, 9, 10),
+                  {"main": list(range(n_main)), "side": [0, 1, 2, 3, 4] + list(range(n_main, n_side)),
+                   "raw": list(range(n_side, len(b.ops)))},
+                  {"main": main, "side": side, "raw": raw})
+
+
+def build_1d(path, c: int, seed: int = 1) -> str:
+    """(c, 9) input; views: 'full' (bconv1d on the input -> prelu -> bdwconv1d -> affine -> add ->
+    grouped conv1d_fp (float16, input_sign) -> transpose -> reshape (3, 3, 64) -> blinear -> relu ->
+    transpose -> bconv1d 1x1 stride 2 with a sign threshold -> flatten -> linear_fp), 'short'
+    (flatten after the add), 'thr' (strided dilated bdwconv1d with a sign threshold, whose packed
+    rows feed a 1x1 bconv1d with a sign threshold)."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    x = b.op("bconv1d", ["input"], _bconv_attrs(c, [3], [1], [[2, 2]], [2]), weight=b.packed(130, 3, c),
+             **b.transform(130))                                                       # (130, 9)
+    act = b.op("prelu", [x], {"axis": 0}, slope=b.f32(130, lo=-0.5, hi=0.5))
+    x = b.op("bdwconv1d", [act], _bconv_attrs(130, [5], [1], [[2, 2]], [1]), weight=b.packed(5, 130),
+             **b.transform(130))
+    x = b.op("affine", [x], {"axis": 0}, multiplier=b.f32(130, lo=0.5, hi=1.5), offset=b.f32(130))
+    res = b.op("add", [x, act])
+    n_short = len(b.ops)
+    x = b.op("conv1d_fp", [res], _conv_attrs([1], [[1, 1]], [1], groups=2, input_sign=True),
+             weight=b.f32(64, 65, 3).astype(np.float16), bias=b.f32(64))               # (64, 9)
+    x = b.op("transpose", [x], {"perm": [1, 0]})                                      # (9, 64)
+    x = b.op("reshape", [x], {"shape": [3, 3, 64]})
+    x = b.op("blinear", [x], {"in_features": 64}, weight=b.packed(c, 64), **b.transform(c))  # (3, 3, c)
+    x = b.op("relu", [x])
+    x = b.op("reshape", [x], {"shape": [9, c]})
+    x = b.op("transpose", [x], {"perm": [1, 0]})                                      # (c, 9)
+    x = b.op("bconv1d", [x], _bconv_attrs(c, [1], [2], [[0, 0]], [1]), weight=b.packed(64, 1, c),
+             threshold=b.threshold(64, c, np.int32))                                   # (64, 5) +-1
+    x = b.op("flatten", [x])
+    full = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 320, lo=-0.2, hi=0.2), bias=b.f32(L))
+    n_full = len(b.ops)
+    x = b.op("flatten", [res])
+    short = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 1170, lo=-0.1, hi=0.1))
+    x = b.op("bdwconv1d", [act], _bconv_attrs(130, [3], [2], [[1, 2]], [2]), weight=b.packed(3, 130),
+             threshold=b.threshold(130, 3, np.int16))                                  # (130, 4) packed rows
+    x = b.op("bconv1d", [x], _bconv_attrs(130, [1], [1], [[0, 0]], [1]), weight=b.packed(c, 1, 130),
+             threshold=b.threshold(c, 130, np.int32))                                  # (c, 4) +-1 floats
+    x = b.op("flatten", [x])
+    thr = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 4 * c, lo=-0.1, hi=0.1))
+    return b.save(path, (c, 9), {"full": list(range(n_full)), "short": list(range(n_short)) + [n_full, n_full + 1],
+                                 "thr": [0, 1] + list(range(n_full + 2, n_full + 6))},
+                  {"full": full, "short": short, "thr": thr})
+
+
+def features(shape, batch: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    zeros = rng.random(x.shape) < 0.15
+    x[zeros] = np.where(rng.random(int(zeros.sum())) < 0.5, 0.0, -0.0).astype(np.float32)  # sign(0) = +1
+    x[0, ..., :2] = 0.0  # a whole zero region at the borders
+    return x
+
+
+def compare(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    assert got.dtype == np.float32 and got.shape == want.shape, (what, got.dtype, got.shape)
+    rel = np.abs(got - want).max(-1) / np.maximum(np.abs(want).max(-1), 1e-30)
+    assert rel.max() <= RTOL, (what, float(rel.max()))
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1), err_msg=what)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("engine")
+    return {(kind, c): load_artifact((build_2d if kind == "2d" else build_1d)(d / f"{kind}{c}.bkm", c))
+            for kind in ("2d", "1d") for c in CHANNELS}
+
+
+def _check_all_kernels(art, batch: int, seed: int) -> None:
+    ref = ReferenceProgram(art)
+    x = features(art.input_shape, batch, seed)
+    for view in art.views:
+        want = ref.run(x, view)
+        first = None
+        for k in KERNELS:
+            got = Program(art, kernel=k).run(x, view)
+            compare(got, want, f"{k} view {view}")
+            if first is None:
+                first = got
+            else:
+                np.testing.assert_array_equal(got, first, err_msg=f"{k} differs from {KERNELS[0]} (view {view})")
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("kind", ["2d", "1d"])
+def test_matches_reference_batch1_all_kernels(artifacts, kind, c):
+    _check_all_kernels(artifacts[(kind, c)], 1, seed=c)
+
+
+@heavy
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("kind", ["2d", "1d"])
+def test_matches_reference_batch64_all_kernels(artifacts, kind, c):
+    _check_all_kernels(artifacts[(kind, c)], 64, seed=100 + c)
+
+
+def test_constant_inputs(artifacts):
+    """All-zero features (every binary input that reads them is +1) and a negative constant."""
+    for key in (("2d", 65), ("1d", 63)):
+        art = artifacts[key]
+        ref = ReferenceProgram(art)
+        prog = Program(art)
+        for value in (0.0, -0.0, -3.0):
+            x = np.full((2, *art.input_shape), value, np.float32)
+            for view in art.views:
+                compare(prog.run(x, view), ref.run(x, view), f"{key} {value} {view}")
+
+
+def test_zero_padding_is_exact_not_plus_one(tmp_path):
+    """A padded bconv1d whose weights are all -1: with +1 padding the borders would differ by the
+    number of padded taps; with exact zeros the border dot is -(C x valid taps) * (input signs)."""
+    b = _Builder(3)
+    c, t = 5, 4
+    w = np.full((1, 3, c), -1.0)
+    x = b.op("bconv1d", ["input"], _bconv_attrs(c, [3], [1], [[1, 1]], [1]), weight=pack_signs(w),
+             multiplier=np.ones(1, np.float32), offset=np.zeros(1, np.float32))
+    x = b.op("flatten", [x])
+    out = b.op("linear_fp", [x], {"input_sign": False}, weight=np.eye(5, t, dtype=np.float32))
+    art = load_artifact(b.save(tmp_path / "pad.bkm", (c, t), {"v": [0, 1, 2]}, {"v": out}))
+    feats = np.ones((1, c, t), np.float32)  # all +1 inputs: dot = -(C x valid taps)
+    expected = np.array([-10, -15, -15, -10, 0], np.float32)
+    for k in KERNELS:
+        np.testing.assert_array_equal(Program(art, kernel=k).run(feats, "v")[0], expected)
+
+
+# --- kernel level ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 31, 32, 33, 70])
+def test_gemm_counts_every_variant(k):
+    rng = np.random.default_rng(k)
+    m, o = 5, 21
+    a = rng.integers(0, 2**64, (m, k), dtype=np.uint64)
+    w = rng.integers(0, 2**64, (o, k), dtype=np.uint64)
+    want = _popcount(a[:, None, :] ^ w[None, :, :]).sum(-1)
+    from binkit_neon.engine import _block_weights
+    wb, nb = _block_weights(w)
+    for kern in KERNELS:
+        out = np.full((m, nb * 8), -7, np.int32)
+        _engine.gemm_counts(VARIANTS.index(kern), a, wb, nb, out)
+        np.testing.assert_array_equal(out[:, :o], want, err_msg=kern)
+        # the zero rows padding the outputs to a multiple of 8 count the activation's own bits
+        np.testing.assert_array_equal(out[:, o:], np.repeat(_popcount(a).sum(-1)[:, None], nb * 8 - o, 1))
+
+
+def _popcount(words: np.ndarray) -> np.ndarray:
+    b = np.ascontiguousarray(words).view(np.uint8).reshape(*words.shape, 8)
+    return np.unpackbits(b, axis=-1).sum(-1).astype(np.int64)
+
+
+@pytest.mark.parametrize("channels", [1, 63, 64, 65, 130])
+def test_multiplane_dot(channels):
+    rng = np.random.default_rng(channels)
+    pa, pw, m, o = 3, 2, 4, 11
+    a_vals = rng.standard_normal((pa, m, channels))
+    w_vals = rng.standard_normal((pw, o, channels))
+    a_planes, w_planes = pack_signs(a_vals), pack_signs(w_vals)
+    sa = np.array([1.0, 0.5, 0.25])
+    tw = rng.uniform(0.1, 1.0, (pw, o))
+    want = np.zeros((m, o))
+    for p in range(pa):
+        for q in range(pw):
+            want += sa[p] * tw[q] * dot_pm1(a_planes[p], w_planes[q], channels)
+    # the same thing from the unpacked +-1 values
+    a_pm = np.where(a_vals < 0, -1.0, 1.0)
+    w_pm = np.where(w_vals < 0, -1.0, 1.0)
+    dense = np.einsum("p,pmc,qo,qoc->mo", sa, a_pm, tw, w_pm)
+    np.testing.assert_allclose(want, dense, rtol=1e-12, atol=1e-9)
+    outs = [binkit_neon.multiplane_dot(a_planes, sa, w_planes, tw, channels, kernel=k) for k in KERNELS]
+    for k, got in zip(KERNELS, outs):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9, err_msg=k)
+        np.testing.assert_array_equal(got, outs[0], err_msg=k)
+    # per-plane scalar weight scales broadcast over output channels
+    got = binkit_neon.multiplane_dot(a_planes[:1], sa[:1], w_planes, np.array([2.0, -1.0]), channels)
+    np.testing.assert_allclose(got, 2 * dot_pm1(a_planes[0], w_planes[0], channels)
+                               - dot_pm1(a_planes[0], w_planes[1], channels), rtol=1e-12)
+
+
+def test_multiplane_rejects_bad_input():
+    a = pack_signs(np.ones((1, 2, 70)))
+    with pytest.raises(ValueError, match="a_scales must have shape"):
+        binkit_neon.multiplane_dot(a, np.ones(2), a, np.ones(1), 70)
+    with pytest.raises(ValueError, match="num_channels=200 needs 4 words"):
+        binkit_neon.multiplane_dot(a, np.ones(1), a, np.ones(1), 200)
+    bad = a.copy()
+    bad[0, 0, 1] |= np.uint64(1) << np.uint64(40)
+    with pytest.raises(ValueError, match="padding bits"):
+        binkit_neon.multiplane_dot(bad, np.ones(1), a, np.ones(1), 70)
+
+
+def test_popcount_peak_and_kernel_names():
+    assert set(KERNELS) <= set(VARIANTS) and "scalar" in KERNELS
+    assert binkit_neon.default_kernel() in KERNELS
+    peak = binkit_neon.popcount_peak(seconds=0.02)
+    assert peak > 1e8  # binary ops per second; any working kernel is far above this
+    assert binkit_neon.popcount_peak("scalar", seconds=0.02) > 1e7
+
+
+# --- the Program API ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(artifacts):
+    return artifacts[("1d", 65)]
+
+
+def test_program_attributes(small):
+    prog = NeonBackend().load(small)
+    assert prog.kernel == binkit_neon.default_kernel()
+    info = prog.kernel_info
+    assert info["variant"] == prog.kernel and info["available"] == KERNELS
+    assert isinstance(info["simde"], bool) and info["isa"]
+    assert prog.views == ["full", "short", "thr"]
+
+
+def test_forced_kernel_env_and_argument(small, monkeypatch):
+    monkeypatch.setenv("BINKIT_NEON_KERNEL", "scalar")
+    assert binkit_neon.default_kernel() == "scalar"
+    assert Program(small).kernel == "scalar"
+    assert Program(small, kernel=KERNELS[-1]).kernel == KERNELS[-1]  # the argument wins
+    monkeypatch.setenv("BINKIT_NEON_KERNEL", "sse9")
+    with pytest.raises(ValueError, match="unknown kernel variant 'sse9'.*available on this machine: scalar"):
+        Program(small)
+
+
+def test_forcing_an_unsupported_kernel_raises(small):
+    missing = [v for v in VARIANTS if v not in KERNELS]
+    if not missing:
+        pytest.skip("every variant runs on this machine")
+    with pytest.raises(UnsupportedKernelError, match=f"kernel variant '{missing[0]}'.*available: scalar"):
+        Program(small, kernel=missing[0])
+    with pytest.raises(RuntimeError):
+        binkit_neon.popcount_peak(missing[0], seconds=0.01)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 65, 8), np.float32), r"shape \(batch, 65, 9\), got \(2, 65, 8\)"),
+    (np.zeros((65, 9), np.float32), r"got \(65, 9\)"),
+    (np.zeros((2, 65, 9), np.float64), "dtype float32, got dtype float64"),
+    (np.zeros((0, 65, 9), np.float32), "batch size 0"),
+    ([[0.0]], "numpy.ndarray, got list"),
+])
+def test_bad_input(small, bad, match):
+    prog = Program(small)
+    with pytest.raises(ValueError, match=match):
+        prog.run(bad, "full")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_input(small, value):
+    x = features(small.input_shape, 3, 0)
+    x[2, 7, 4] = value
+    with pytest.raises(ValueError, match=r"NaN/inf value\(s\), first at index \(2, 7, 4\)"):
+        Program(small).run(x, "full")
+
+
+def test_unknown_view_and_default_view(small):
+    prog = Program(small)
+    x = features(small.input_shape, 2, 0)
+    with pytest.raises(ValueError, match="no view 'tiny'; views are: full, short, thr"):
+        prog.run(x, "tiny")
+    np.testing.assert_array_equal(prog.run(x, None), prog.run(x, "full"))
+
+
+def test_non_contiguous_input_is_accepted(small):
+    prog = Program(small)
+    x = features(small.input_shape, 4, 0)
+    xt = np.asfortranarray(x)
+    np.testing.assert_array_equal(prog.run(xt, "full"), prog.run(x, "full"))
+
+
+def test_concurrent_threads(small):
+    prog = Program(small)
+    xs = [features(small.input_shape, b, s) for s, b in enumerate([1, 3, 7, 2, 5, 1, 4, 6])]
+    want = [prog.run(x, v) for x in xs for v in ("full", "short")]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda args: prog.run(*args), [(x, v) for x in xs for v in ("full", "short")]))
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+
+
+def test_profile(artifacts):
+    art = artifacts[("2d", 64)]
+    prog = Program(art)
+    x = features(art.input_shape, 2, 0)
+    rows = prog.profile(x, "main", repeats=3)
+    ops = art.view_ops("main")
+    assert [r["index"] for r in rows] == list(range(len(ops)))
+    assert [r["op"] for r in rows] == [op["op"] for op in ops]
+    assert [r["name"] for r in rows] == [op["name"] for op in ops]
+    assert all(set(r) == {"index", "name", "op", "seconds", "binary_macs"} for r in rows)
+    assert all(r["seconds"] >= 0 for r in rows) and sum(r["seconds"] for r in rows) > 0
+    macs = {r["op"] + str(r["index"]): r["binary_macs"] for r in rows}
+    # bconv2d 64 -> 65, 3x2 kernel, stride (1, 2), pad [[1, 1], [1, 0]] on 5 x 8: valid taps per row
+    # position (oy) 2,3,3,3,2 of 3 and per column (ox) 1,2,2,2 of 2 -> sum of valid taps = 13 * 7
+    assert macs["bconv2d3"] == 2 * 64 * 65 * 13 * 7
+    assert macs["bconv2d5"] == 2 * 65 * 64 * 20
+    assert macs["blinear8"] == 2 * 20 * 64 * 70
+    assert macs["blinear9"] == 2 * 70 * 48
+    assert macs["conv2d_fp0"] == 0 and macs["linear_fp11"] == 0
+    with pytest.raises(ValueError, match="repeats"):
+        prog.profile(x, "main", repeats=0)
+
+
+def test_backend_registered_and_runtime_load(tmp_path):
+    import binkit.runtime
+    from binkit import registry
+
+    path = build_1d(tmp_path / "m.bkm", 63)
+    assert "neon" in registry.names("backend")
+    neon = binkit.runtime.load(path, backend="neon")
+    ref = binkit.runtime.load(path, backend="reference")
+    assert neon.program.kernel == binkit_neon.default_kernel()
+    x = features((63, 9), 5, 1)
+    for view in ("full", "short"):
+        compare(neon.logits(x, view), ref.logits(x, view), view)
+    scores, labels = neon.predict(x[0])
+    assert scores.shape == (len(LABELS),) and labels in LABELS
+    path_prog = NeonBackend().load(path, kernel="scalar")
+    np.testing.assert_array_equal(path_prog.run(x, "full"), neon.logits(x, "full"))
+
+
+def test_engine_import_and_neon_load_are_torch_free(tmp_path):
+    path = build_2d(tmp_path / "m.bkm", 1)
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        import binkit_neon, binkit_neon.engine, binkit_neon.plugin
+        import binkit.runtime
+        model = binkit.runtime.load({str(path)!r}, backend="neon")
+        out = model.logits(np.zeros((1, 2, 9, 10), np.float32))
+        assert out.shape == (1, 5), out.shape
+        binkit_neon.available_kernels(); binkit_neon.popcount_peak(seconds=0.01)
+        assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+        print("ok", model.program.kernel)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok")
