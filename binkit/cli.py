@@ -82,11 +82,14 @@ def _load_model(path: str):
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    if Path(args.target).suffix == ".bkm":  # an exported artifact: what it holds, torch-free
-        from binkit.runtime.artifact import describe, load_artifact
+    if Path(args.target).suffix == ".bkm":  # an exported artifact: per-op table, torch-free
+        from binkit.bench import render_summary, summarize_artifact
 
-        print(describe(load_artifact(args.target)))
+        s = summarize_artifact(args.target, view=args.view, latency=args.latency, backend=args.backend)
+        print(json.dumps(s, indent=2) if args.json else render_summary(s, markdown=args.markdown), end="")
         return 0
+    if args.latency or args.backend:
+        raise ValueError("--latency and --backend apply to an artifact (.bkm)")
     from binkit.nn.summary import summary
 
     model, _ = _load_model(args.target)
@@ -97,6 +100,41 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         print(s.to_markdown())
     else:
         print(s)
+    return 0
+
+
+#: BLAS/OpenMP thread pools read these when numpy and torch load (binkit.bench.runner.THREAD_ENV).
+_ONE_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    for var in _ONE_THREAD_ENV:  # one thread: before numpy/torch are imported in this process
+        os.environ[var] = "1"
+    from binkit.atomic import atomic_write_text
+    from binkit.bench import BenchOptions, render_markdown, render_text, run_bench
+
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+    opts = BenchOptions(
+        artifact=args.model, backends=names(args.backends), views=names(args.views), runs=args.runs,
+        reference_runs=args.reference_runs, warmup=args.warmup, batch=args.batch,
+        throughput_runs=args.throughput_runs, profile_repeats=args.profile_repeats, kernel=args.kernel,
+        torch=not args.no_torch, onnx=not args.no_onnx, onnx_exporter=args.onnx_exporter,
+        peak_seconds=args.peak_seconds,
+        seed=args.seed, progress=not args.quiet,
+        command="binkit " + shlex.join(args.argv[args.argv.index("bench"):] if "bench" in args.argv else args.argv),
+    )
+    results = run_bench(opts)
+    text, markdown = render_text(results), render_markdown(results)  # render before writing anything
+    if args.json:
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, markdown)
+    print(text, end="")
     return 0
 
 
@@ -179,6 +217,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_or_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     from binkit import __version__
 
@@ -200,10 +252,43 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="per-layer parameters by bit width, memory and MACs")
     s.add_argument("target", help="a spec (.toml), a run folder, a checkpoint (.pt) or an artifact (.bkm)")
     s.add_argument("--view", help="summarise this view of a thinnable model")
+    s.add_argument("--latency", action=argparse.BooleanOptionalAction, default=None,
+                   help="artifact: measure each op's latency with the backend's profiler (default: when a "
+                   "compiled backend is installed)")
+    s.add_argument("--backend", help="artifact: backend to profile on (default: the compiled engine)")
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--markdown", action="store_true")
     s.set_defaults(func=_cmd_summary)
+
+    s = sub.add_parser("bench", help="latency, throughput, storage and binary-op efficiency of an artifact",
+                       description="Time an artifact on every backend and view (batch 1, one thread, median "
+                       "and p90) against the same architecture in FP32 in PyTorch and ONNX Runtime; batch "
+                       "throughput; artifact vs FP32 weight bytes; per binary layer, binary ops per second "
+                       "against a popcount peak measured here. Prints the issue-5 targets with PASS/MISS.")
+    s.add_argument("model", help="artifact (.bkm)")
+    s.add_argument("--backends", help="comma-separated backends (default: every registered one)")
+    s.add_argument("--views", help="comma-separated views (default: all)")
+    s.add_argument("--runs", type=_positive, default=1000, help="timed batch-1 calls per candidate (default 1000)")
+    s.add_argument("--reference-runs", type=_positive, default=50,
+                   help="timed calls for the slow numpy reference backend (default 50)")
+    s.add_argument("--warmup", type=_positive_or_zero, default=50, help="untimed calls first (default 50)")
+    s.add_argument("--batch", type=_positive, default=64, help="batch size for throughput (default 64)")
+    s.add_argument("--throughput-runs", type=_positive, default=30, help="timed batch calls (default 30)")
+    s.add_argument("--profile-repeats", type=_positive, default=100, help="calls per op in the per-layer profile")
+    s.add_argument("--kernel", help="engine kernel variant (e.g. avx2, scalar), or 'all' to bench each")
+    s.add_argument("--peak-seconds", type=float, default=0.2,
+                   help="seconds of each popcount-peak measurement, one before and one after each "
+                   "view's profile (default 0.2)")
+    s.add_argument("--no-torch", action="store_true", help="no FP32 baselines (runs without torch installed)")
+    s.add_argument("--no-onnx", action="store_true", help="no ONNX Runtime baseline")
+    s.add_argument("--onnx-exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
+                   help="torch.onnx exporter (default auto: dynamo, then torchscript)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random input audio")
+    s.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    s.add_argument("--markdown", metavar="PATH", help="write the report as Markdown")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("train", help="train the experiment a spec describes (under torchrun: DDP)",
                        description="Train the experiment a spec describes. Started by torchrun "
@@ -280,6 +365,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
     except (BinkitError, FileNotFoundError, ValueError, FloatingPointError) as exc:

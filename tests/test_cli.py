@@ -82,3 +82,23 @@ def test_train_then_summary_of_run(tmp_path, tiny_spec, capsys):
     assert (run / "model.pt").is_file()
     assert main(["summary", str(run), "--markdown"]) == 0
     assert "| blocks.1.conv | BinaryConv2d |" in capsys.readouterr().out
+
+
+def test_summary_latency_flags_need_an_artifact(tiny_spec, capsys):
+    assert main(["summary", str(tiny_spec), "--latency"]) == 2
+    assert "--latency and --backend apply to an artifact" in capsys.readouterr().err
+
+
+def test_bench_is_a_subcommand_with_its_options(capsys, monkeypatch):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                "VECLIB_MAXIMUM_THREADS"):
+        monkeypatch.setenv(var, "1")  # binkit bench pins them; restored after the test
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--backends", "--runs", "--reference-runs", "--batch", "--kernel", "--no-torch", "--json",
+                 "--markdown"):
+        assert flag in out
+    assert main(["bench", "missing.bkm", "-q"]) == 2
+    assert "artifact not found" in capsys.readouterr().err

@@ -1,0 +1,338 @@
+"""binkit/bench: plan statistics, the FP32 twin, `binkit bench` and `binkit summary MODEL.bkm`.
+
+No timing assertions: the numbers depend on the machine. What is checked is that every view x
+backend and both FP32 baselines are measured, that the storage ratio and MACs agree with counts
+made independently (torch modules, binkit.nn.summary), and that bad input fails cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import binkit
+from binkit import registry
+from binkit.bench import fp32_parameter_count, plan_rows, storage, view_macs
+from binkit.bench.float_model import build_float_model, export_onnx
+from binkit.cli import main
+from binkit.export import export_model
+from binkit.nn.summary import summary
+from binkit.runtime.artifact import load_artifact
+
+FAST = ["--runs", "5", "--warmup", "1", "--reference-runs", "2", "--throughput-runs", "2", "--batch", "4",
+        "--profile-repeats", "2", "--peak-seconds", "0.01", "--onnx-exporter", "torchscript", "-q"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reference_backend():
+    if "reference" not in registry.names("backend"):
+        registry.register_plugin("binkit.runtime.plugin")
+
+
+@pytest.fixture(autouse=True)
+def _thread_env(monkeypatch):
+    """`binkit bench` pins BLAS/OpenMP to one thread in os.environ; undo it after each test."""
+    from binkit.bench.runner import THREAD_ENV
+
+    for var in THREAD_ENV:
+        monkeypatch.setenv(var, "1")
+
+
+def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            elif isinstance(m, nn.PReLU):
+                m.weight.copy_(torch.rand(m.num_parameters, generator=g) * 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def dfsmn(tmp_path_factory):
+    """A tiny thinnable DFSMN (views 2 and 1) with the BiFSMN front-end, exported."""
+    from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
+
+    torch.manual_seed(0)
+    params = DFSMNParams(num_blocks=2, memory_size=16, hidden_size=32, frontend_channels=4,
+                         thin_levels=["2", "1"], view_weights={"2": 1.0})
+    model = _randomize(binkit.binarize(DFSMN(params, 5, (1, 32, 32)), "bifsmn"))
+    path = tmp_path_factory.mktemp("bench") / "dfsmn.bkm"
+    export_model(model, path, labels=[f"c{i}" for i in range(5)], feature_spec={"kind": "bifsmn_logmel"},
+                 float16=False)
+    return model, path
+
+
+class ConvBNPReLU(nn.Module):
+    """Float stem, one binary conv + BN + PReLU, float head (as in tests/export/test_export.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv = nn.Conv2d(8, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.act = nn.PReLU(16)
+        self.flat = nn.Flatten()
+        self.head = nn.Linear(16 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.head(self.flat(self.act(self.bn(self.conv(self.stem(x))))))
+
+
+def _small(tmp_path, method="bifsmn", **kw):
+    torch.manual_seed(0)
+    net = _randomize(binkit.binarize(ConvBNPReLU(), method))
+    net.feature_shape = (1, 6, 6)
+    path = tmp_path / f"{method}.bkm"
+    export_model(net, path, labels=list("abc"), float16=False, **kw)
+    return net, path
+
+
+# ---------------------------------------------------------------------------------------------
+# plan statistics and the FP32 twin
+# ---------------------------------------------------------------------------------------------
+
+
+def test_plan_macs_match_the_torch_model(dfsmn):
+    model, path = dfsmn
+    art = load_artifact(path)
+    for view in art.views:
+        want = summary(model, forward_kwargs={"view": view}, print_fn=None)
+        assert view_macs(art, view) == {"binary": want.binary_macs, "float": want.float_macs}
+    rows = plan_rows(art, "2")
+    assert [r.index for r in rows] == art.views["2"]["ops"]
+    assert {r.op for r in rows if r.runs_binary} == {"bconv2d", "blinear", "bdwconv1d", "bconv1d"}
+    assert all(r.binary_macs > 0 for r in rows if r.runs_binary)
+    assert all(r.binary_macs == 0 for r in rows if not r.runs_binary)
+
+
+def test_float_twin_shapes_macs_and_parameters(dfsmn):
+    _, path = dfsmn
+    art = load_artifact(path)
+    fp = build_float_model(art)
+    x = torch.randn(3, *art.input_shape)
+    for view in art.views:
+        with torch.no_grad():
+            assert tuple(fp(x, view).shape) == (3, len(art.labels))
+        # binkit.nn.summary counts the twin's nn.Conv/nn.Linear modules: all float, same MACs as the plan
+        s = summary(fp, forward_kwargs={"view": view}, print_fn=None)
+        macs = view_macs(art, view)
+        assert s.binary_macs == 0 and s.float_macs == macs["binary"] + macs["float"]
+    assert sum(p.numel() for p in fp.parameters()) == fp32_parameter_count(art)
+    # the twin's binary-layer weights are the unpacked +-1 weights
+    conv = [m for m in fp.modules() if isinstance(m, nn.Conv1d) and m.groups == 1][0]
+    assert set(conv.weight.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_float_twin_of_a_float_free_input_runs_real_arithmetic(tmp_path):
+    """On +-1 inputs (where sign(x) = x) the twin's binary conv equals the artifact's binary op."""
+    net, path = _small(tmp_path)
+    art = load_artifact(path)
+    fp = build_float_model(art)
+    (op,) = [o for o in art.ops if o["op"] == "bconv2d"]
+    from binkit.runtime.reference import _OPS
+
+    x = np.where(np.random.default_rng(0).standard_normal((2, 8, 6, 6)) < 0, -1.0, 1.0)
+    want = _OPS["bconv2d"](op["attrs"], {k: art.tensors[v] for k, v in op["tensors"].items()}, x)
+    conv, affine = [fp.layers[k] for k in fp._plans["default"][1][1]]
+    with torch.no_grad():
+        got = affine(conv(torch.from_numpy(x).float())).double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_storage_ratio_against_an_independent_count(tmp_path):
+    net, path = _small(tmp_path)
+    art = load_artifact(path)
+    # FP32 parameters of the same network: the torch model's, less the binary conv's bias (folded
+    # with BN into the 2-per-channel scale and shift, which the BN weight and bias already count)
+    want = sum(p.numel() for p in net.parameters()) - net.conv.bias.numel()
+    assert want == 8 * 9 + 8 + 16 * 8 * 9 + 2 * 16 + 16 + 16 * 36 * 3 + 3
+    assert fp32_parameter_count(art) == want
+    st = storage(art)
+    assert st["artifact_bytes"] == path.stat().st_size
+    assert st["fp32_bytes"] == 4 * want
+    assert st["ratio"] == pytest.approx(4 * want / path.stat().st_size)
+    assert st["packed_weight_bytes"] == 16 * 3 * 3 * 8  # (out, kh, kw, 1 word) uint64
+    assert st["header_bytes"] > 0
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_onnx_twin_matches_torch(tmp_path, exporter):
+    import onnxruntime as ort
+
+    net, path = _small(tmp_path)
+    art = load_artifact(path)
+    fp = build_float_model(art)
+    assert export_onnx(fp, "default", tmp_path / "m.onnx", exporter) == exporter
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 1, 6, 6)).astype(np.float32)  # batch is dynamic
+    with torch.no_grad():
+        want = fp(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# binkit bench
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bench_measures_every_view_backend_and_baseline(dfsmn, tmp_path, capsys):
+    _, path = dfsmn
+    out_json, out_md = tmp_path / "r" / "bench.json", tmp_path / "r" / "bench.md"
+    assert main(["bench", str(path), *FAST, "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    text = capsys.readouterr().out
+    res = json.loads(out_json.read_text())
+    art = load_artifact(path)
+    backends = binkit.runtime.backend_names()
+    got = {(r["backend"], r["view"]) for r in res["latency"]}
+    want = {(b, v) for b in backends + ["pytorch-fp32", "onnxruntime-fp32"] for v in art.views}
+    assert got == want
+    for r in res["latency"]:
+        assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] and r["clips_per_s"] > 0
+        assert r["runs"] == (2 if r["backend"] == "reference" else 5)
+        assert r["speedup_vs_ort"] > 0
+    assert res["macs"] == {v: view_macs(art, v) for v in art.views}
+    # storage: the bench's count (torch twin) against the plan's and the file
+    fp_params = sum(p.numel() for p in build_float_model(art).parameters())
+    st = res["storage"]
+    assert st["fp32_bytes"] == 4 * fp_params and st["artifact_bytes"] == path.stat().st_size
+    assert st["ratio"] == pytest.approx(4 * fp_params / path.stat().st_size)
+    # per-layer rows: every op of every view on the reference (timed op by op), binary ops flagged
+    ref_rows = [r for r in res["layers"] if r["backend"] == "reference"]
+    for v in art.views:
+        rows = [r for r in ref_rows if r["view"] == v]
+        assert [r["index"] for r in rows] == art.views[v]["ops"]
+        binary = [r for r in rows if r["runs_binary"]]
+        assert binary and all(r["seconds"] > 0 and r["binary_ops_per_s"] > 0 for r in binary)
+        assert sum(r["binary_macs"] for r in binary) == view_macs(art, v)["binary"]
+    assert res["frontend"]["kind"] == "bifsmn_logmel" and res["frontend"]["median_ms"] > 0
+    assert res["baselines"]["onnxruntime-fp32"]["max_rel_vs_torch"] < 1e-3
+    assert res["machine"]["cpu"] and res["settings"]["threads"] == 1
+    storage_target = [t for t in res["targets"] if t["name"] == "artifact vs FP32 weights"][0]
+    assert storage_target["measured"] == pytest.approx(st["ratio"])
+    assert storage_target["status"] == ("PASS" if st["ratio"] >= 15.5 else "MISS")
+    for t in res["targets"]:
+        assert t["status"] in ("PASS", "MISS", "n/a")
+    for b in res["backends"]:  # a compiled engine: measured against ONNX Runtime and its own popcount peak
+        if b["backend"] != "reference":
+            mine = [t for t in res["targets"] if t["name"].startswith(b["label"] + " ")]
+            assert len(mine) == 2 and mine[0]["measured"] > 0
+            if b["popcount_peak_ops_per_s"]:
+                assert 0 < mine[1]["measured"]
+    md = out_md.read_text()
+    assert "| backend |" in md and "onnxruntime-fp32" in md and "targets" in md
+    assert "targets (reported, not asserted)" in text and "pytorch-fp32" in text and "x smaller" in text
+
+
+def test_bench_selects_backends_and_views_without_torch(dfsmn, tmp_path):
+    """--no-torch runs where torch cannot be imported (a Raspberry Pi)."""
+    _, path = dfsmn
+    out = tmp_path / "r.json"
+    code = f"""
+        import sys, json
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        from binkit.cli import main
+        rc = main(["bench", {str(path)!r}, "--backends", "reference", "--views", "1", "--no-torch",
+                   "--runs", "3", "--reference-runs", "3", "--warmup", "0", "--throughput-runs", "2",
+                   "--batch", "2", "--profile-repeats", "2", "-q", "--json", {str(out)!r}])
+        print("rc", rc)
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "rc 0" in proc.stdout, proc.stderr
+    res = json.loads(out.read_text())
+    assert {(r["backend"], r["view"]) for r in res["latency"]} == {("reference", "1")}
+    assert res["baselines"] == {} and any("--no-torch" in n for n in res["notes"])
+
+
+@pytest.mark.skipif("neon" not in binkit.runtime.backend_names(), reason="the compiled engine is not installed")
+def test_bench_every_kernel_variant(dfsmn, tmp_path, capsys):
+    _, path = dfsmn
+    out = tmp_path / "k.json"
+    assert main(["bench", str(path), "--backends", "neon", "--kernel", "all", "--views", "1", "--no-torch",
+                 *FAST, "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    import binkit_neon
+
+    kernels = binkit_neon.available_kernels()
+    assert [b["label"] for b in res["backends"]] == [f"neon[{k}]" for k in kernels]
+    assert {r["kernel"] for r in res["latency"]} == set(kernels)
+    assert all(b["popcount_peak_ops_per_s"] > 0 for b in res["backends"])
+    assert "neon[" in capsys.readouterr().out
+
+
+def test_bench_bad_input_fails_cleanly(dfsmn, tmp_path, capsys):
+    _, path = dfsmn
+    outs = ["--json", str(tmp_path / "o" / "r.json"), "--markdown", str(tmp_path / "o" / "r.md")]
+
+    assert main(["bench", str(tmp_path / "missing.bkm"), *FAST, *outs]) == 2
+    err = capsys.readouterr().err
+    assert "binkit: error:" in err and "not found" in err and "Traceback" not in err
+
+    tampered = tmp_path / "tampered.bkm"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # a flipped bit in the last tensor
+    tampered.write_bytes(bytes(data))
+    assert main(["bench", str(tampered), *FAST, *outs]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
+
+    assert main(["bench", str(path), "--backends", "reference,nosuch", *FAST, *outs]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "reference" in err
+
+    assert main(["bench", str(path), "--views", "7", *FAST, *outs]) == 2
+    assert "no view '7'" in capsys.readouterr().err
+
+    assert main(["bench", str(path), "--kernel", "avx2", "--backends", "reference", *FAST, *outs]) == 2
+    assert "kernel variants" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", str(path), "--runs", "0"])
+    assert exc.value.code == 2
+    assert "must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # no partial output anywhere
+
+
+# ---------------------------------------------------------------------------------------------
+# binkit summary MODEL.bkm
+# ---------------------------------------------------------------------------------------------
+
+
+def test_summary_of_artifact_lists_ops_with_runs_binary(dfsmn, capsys):
+    _, path = dfsmn
+    art = load_artifact(path)
+    assert main(["summary", str(path), "--view", "1", "--no-latency", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["view"] == "1" and [r["index"] for r in s["rows"]] == art.views["1"]["ops"]
+    assert s["totals"]["binary_macs"] == view_macs(art, "1")["binary"]
+    assert all(r["seconds"] is None for r in s["rows"])
+    assert main(["summary", str(path), "--no-latency"]) == 0
+    out = capsys.readouterr().out
+    assert "runs binary" in out and "bytes packed binary weights" in out and "bconv1d" in out
+    assert "x smaller" in out
+
+
+def test_summary_of_artifact_measures_latency_and_flags_fallbacks(tmp_path, capsys):
+    _, path = _small(tmp_path, "bifsmn_code", allow_float_fallback=True)
+    assert main(["summary", str(path), "--latency", "--backend", "reference", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| op # | layer | op | output | runs binary |" in out and "us/call" in out
+    line = [ln for ln in out.splitlines() if "| conv |" in ln][0]
+    assert "no (float fallback)" in line and "conv2d_fp" in line
+    assert "Float fallbacks" in out and "bifsmn_code" in out
+    assert main(["summary", str(path), "--latency", "--backend", "reference", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert all(r["seconds"] > 0 for r in rows)
+    assert [r["fallback"] != "" for r in rows] == [r["name"] == "conv" for r in rows]
+    assert math.isclose(sum(r["float_macs"] for r in rows), 8 * 36 * 9 + 16 * 36 * 8 * 9 + 3 * 576)
