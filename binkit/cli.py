@@ -322,7 +322,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("infer", help="run an artifact on a wav file (torch-free)")
     s.add_argument("model", help="artifact (.bkm)")
     s.add_argument("audio", help="wav file (any rate; mixed to mono, resampled, padded/trimmed)")
-    s.add_argument("--backend", default="reference", help="inference backend (default reference)")
+    s.add_argument("--backend", default="auto",
+                   help="inference backend: neon (the compiled engine), reference (numpy), or auto "
+                   "(default: neon when installed, else reference)")
     s.add_argument("--view", default=None, help="view (thinness) to run, e.g. 4")
     s.add_argument("--top", type=int, default=3, help="how many labels to print")
     s.set_defaults(func=_cmd_infer)

@@ -41,8 +41,9 @@ def get_backend(name: str) -> Backend:
     return entry.factory()
 
 
-def load(path: str, backend: str = "reference") -> Any:
-    """Load and validate an artifact and prepare it on ``backend``: a
+def load(path: str, backend: str = "auto") -> Any:
+    """Load and validate an artifact and prepare it on ``backend`` (``"neon"``, ``"reference"``,
+    or ``"auto"``: the compiled engine when installed, else the numpy reference): a
     :class:`binkit.runtime.model.RuntimeModel` with ``predict``, ``labels`` and ``frontend``."""
     from binkit.runtime.model import load as _load
 

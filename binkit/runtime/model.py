@@ -127,8 +127,18 @@ class RuntimeModel:
         return scores, [self.labels[int(i)] for i in top]
 
 
-def load(path: str | os.PathLike[str], backend: str = "reference") -> RuntimeModel:
-    """Load and validate the artifact at ``path`` and prepare it on ``backend``.
+def resolve_backend(backend: str) -> str:
+    """``"auto"`` -> ``"neon"`` when the compiled engine is registered, else ``"reference"``."""
+    if backend != "auto":
+        return backend
+    from binkit.runtime import backend_names
+
+    return "neon" if "neon" in backend_names() else "reference"
+
+
+def load(path: str | os.PathLike[str], backend: str = "auto") -> RuntimeModel:
+    """Load and validate the artifact at ``path`` and prepare it on ``backend`` (``"auto"``: the
+    compiled ``neon`` engine when installed, else the numpy ``reference``).
 
     Raises:
         ArtifactError: the file is missing, unreadable, tampered with or inconsistent.
@@ -136,13 +146,14 @@ def load(path: str | os.PathLike[str], backend: str = "reference") -> RuntimeMod
     """
     from binkit.runtime import get_backend
 
+    backend = resolve_backend(backend)
     impl = get_backend(backend)  # fail on a wrong name before reading the file
     artifact = load_artifact(path)
     return RuntimeModel(artifact, impl.load(artifact), backend)
 
 
 def infer_file(model_path: str | os.PathLike[str], audio_path: str | os.PathLike[str], *,
-               backend: str = "reference", view: str | None = None, top: int = 3) -> list[tuple[str, float]]:
+               backend: str = "auto", view: str | None = None, top: int = 3) -> list[tuple[str, float]]:
     """``binkit infer``: the ``top`` labels with their scores for one audio file."""
     from binkit.runtime.audio import load_clip
 

@@ -328,3 +328,15 @@ def test_backend_registered():
     from binkit.runtime import get_backend
 
     assert get_backend("reference").name == "reference"
+
+
+def test_auto_backend_prefers_the_engine(good, monkeypatch):
+    import binkit.runtime as rt
+    from binkit.runtime.model import load, resolve_backend
+
+    assert resolve_backend("reference") == "reference"
+    monkeypatch.setattr(rt, "backend_names", lambda: ["reference"])
+    assert resolve_backend("auto") == "reference"  # engine not built: numpy fallback
+    assert load(good).backend == "reference"
+    monkeypatch.setattr(rt, "backend_names", lambda: ["neon", "reference"])
+    assert resolve_backend("auto") == "neon"
