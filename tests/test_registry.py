@@ -11,7 +11,7 @@ from binkit import hookimpl, hookspecs, registry
 from binkit.entries import ArchitectureEntry, BackendEntry, QuantizerEntry
 from binkit.errors import DuplicateNameError, PluginError, PluginLoadError, UnknownNameError
 
-FIRST_PARTY_QUANTIZERS = {"bnn", "xnor", "dorefa", "bireal", "irnet", "reactnet", "bifsmn", "bifsmn_code"}
+FIRST_PARTY_QUANTIZERS = {"bnn", "xnor", "dorefa", "bireal", "irnet", "reactnet", "residual", "bifsmn", "bifsmn_code"}
 
 
 class TestEntryPoints:

@@ -17,6 +17,18 @@ beta_o = s_o y_o + (beta_o - s_o mean_o)`` with ``s_o = gamma_o / sqrt(var_o + e
 
 (in float64, stored float32). PReLU stays a separate op after it. A BatchNorm after anything
 else (a float layer, an add) becomes an ``affine`` op with the same ``s_o`` and offset.
+
+Bit-serial multi-plane layers (``packing="bitplanes"``, e.g. the ``residual`` binarizer). The
+weight quantizer's :meth:`~binkit.quant.base.WeightQuantizer.export_planes` gives ``P`` sign
+planes ``B_p`` and scales ``t_{p,o}``; the input quantizer's
+:meth:`~binkit.quant.base.InputQuantizer.export_input_scales` gives ``Q`` scales ``a_q`` of the
+residual sign decomposition. Both are checked numerically against the quantizers' ``forward``
+before use. With ``P > 1`` the planes are packed one by one under a leading plane axis and the
+scales become the op's ``weight_scales`` (so ``multiplier`` starts at 1 and folds only bias and
+BatchNorm); with ``P = 1`` the single scale is the multiplier as above. With ``Q > 1`` the op gets
+``input_scales``; a single input scale ``a_1`` (``Q = 1``) is folded into the multiplier. The
+``weight_planes``/``input_planes`` attributes are written only when > 1, so one-plane layers give
+the same ops as before (format: :mod:`binkit.runtime.artifact`).
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ from binkit.errors import UnknownNameError
 from binkit.export import ExportError
 from binkit.nn.layers import BinaryLayerMixin
 from binkit.quant.base import NotDeployableError, Quantizer
-from binkit.runtime.artifact import ArtifactError, infer_op
+from binkit.quant.functional import residual_sign_planes
+from binkit.runtime.artifact import MAX_PLANES, ArtifactError, infer_op
 from binkit.runtime.bits import pack_signs
 
 __all__ = ["PlanBuilder", "lower_chain", "BINARY_OPS"]
@@ -235,7 +248,7 @@ class PlanBuilder:
         reason, input_kind = self._binary_reason(name, m)
         if reason is None:
             return self._binary_layer(name, m, x, pads)
-        no_float = input_kind in ("other", "unsigned")
+        no_float = input_kind in ("other", "unsigned", "planes")
         if not self.allow_float_fallback or no_float:
             if no_float and self.allow_float_fallback:
                 reason += "; it has no float equivalent either, so the float fallback cannot take it"
@@ -269,15 +282,16 @@ class PlanBuilder:
     def _input_kind(self, m: nn.Module) -> str:
         """What the input quantizer computes, probed on values including 0, -0.0 and tiny ones:
         ``"sign"`` (sign(x), sign(0) = +1), ``"threshold"`` (sign(x - t_c), ReActNet RSign),
-        ``"float"`` (no quantizer), ``"unsigned"`` ({0, 1}, DoReFa) or ``"other"``."""
+        ``"float"`` (no quantizer), ``"unsigned"`` ({0, 1}, DoReFa), ``"planes"`` (residual sign
+        planes: the quantizer exports input scales other than the single ``[1]``) or ``"other"``."""
         iq = m.input_quantizer
         if iq is None:
             return "float"
+        scales = iq.export_input_scales()
+        if scales is not None and not (scales.numel() == 1 and float(scales.reshape(-1)[0]) == 1.0):
+            return "planes"
         c = m.in_features if isinstance(m, nn.Linear) else m.in_channels
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(3, c, 7, generator=g) * 2 if not isinstance(m, nn.Linear) else torch.randn(7, c, generator=g) * 2
-        flat = x.view(-1)
-        flat[:4] = torch.tensor([0.0, -0.0, 1e-30, -1e-30])[: flat.numel()]
+        x = self._probe(m)
         with torch.no_grad():
             q = iq(x)
         if torch.equal(q, torch.where(x < 0, -1.0, 1.0)):
@@ -292,6 +306,71 @@ class PlanBuilder:
             return "unsigned"
         return "other"
 
+    @staticmethod
+    def _probe(m: nn.Module) -> torch.Tensor:
+        """Probe inputs for an input quantizer: random values, 0, -0.0 and tiny ones, and values on
+        the greedy residual decision points (0.5, 1, 1.5, ...)."""
+        c = m.in_features if isinstance(m, nn.Linear) else m.in_channels
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(3, c, 7, generator=g) * 2 if not isinstance(m, nn.Linear) else torch.randn(7, c, generator=g) * 2
+        flat = x.view(-1)
+        special = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 0.5, -0.5, 1.5, -1.5, 0.75, -0.75])
+        n = min(flat.numel(), special.numel())
+        flat[:n] = special[:n]
+        return x
+
+    def _weight_planes(self, m: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+        """``(signs (P, *w.shape) float64 +-1, scales (P, out))`` of the weight quantizer, checked.
+
+        Raises:
+            NotDeployableError: no plane decomposition, or one that does not reproduce ``forward``.
+        """
+        wq = m.weight_quantizer
+        with torch.no_grad():
+            w = m.weight.detach()
+            signs, scales = wq.export_planes(w)
+            q = wq(w).detach()
+        out = w.shape[0]
+        p = signs.shape[0] if signs.dim() == w.dim() + 1 else -1
+        if not 1 <= p <= MAX_PLANES or tuple(signs.shape[1:]) != tuple(w.shape):
+            raise NotDeployableError(f"export_planes returned signs of shape {tuple(signs.shape)}; expected "
+                                     f"(P, {', '.join(map(str, w.shape))}) with P in 1..{MAX_PLANES}")
+        if tuple(scales.shape) != (p, out) or not torch.isfinite(scales).all():
+            raise NotDeployableError(f"export_planes returned scales of shape {tuple(scales.shape)} or "
+                                     f"non-finite values; expected finite ({p}, {out})")
+        if not bool(((signs == 1) | (signs == -1)).all()):
+            raise NotDeployableError("export_planes returned signs that are not all +1/-1")
+        bshape = (out,) + (1,) * (w.dim() - 1)
+        recon = sum(scales[i].double().reshape(bshape) * signs[i].double() for i in range(p))
+        if not torch.allclose(recon, q.double(), rtol=1e-5, atol=1e-6 * max(float(scales.abs().max()), 1e-30)):
+            raise NotDeployableError(f"{type(wq).__name__}: sum_p scales[p] * signs[p] from export_planes is not "
+                                     "the quantized weight forward() computes")
+        return signs.double().cpu().numpy(), scales.detach().cpu().numpy()
+
+    def _input_scales(self, m: nn.Module) -> tuple[np.ndarray | None, str | None]:
+        """``(a (Q,), None)`` for a residual-plane input quantizer whose ``forward`` checks out
+        against :func:`binkit.quant.functional.residual_sign_planes`, ``(None, None)`` for one
+        without input scales, ``(None, reason)`` for a bad one."""
+        iq = m.input_quantizer
+        scales = iq.export_input_scales() if iq is not None else None
+        if scales is None:
+            return None, None
+        name = type(iq).__name__
+        scales = scales.detach().reshape(-1)
+        if not 1 <= scales.numel() <= MAX_PLANES:
+            return None, f"{name} exports {scales.numel()} input planes; binary ops take 1..{MAX_PLANES}"
+        if not torch.isfinite(scales).all() or not (scales > 0).all():
+            return None, f"{name} exports input scales {scales.tolist()}; they must be finite and > 0"
+        x = self._probe(m)
+        with torch.no_grad():
+            got = iq(x).detach().double()
+        planes = residual_sign_planes(x, scales)
+        want = sum(float(a) * planes[i].double() for i, a in enumerate(scales.double()))
+        if not torch.allclose(got, want, rtol=1e-6, atol=1e-6):
+            return None, (f"{name}.forward is not the residual sign decomposition sum_q a_q b_q with its exported "
+                          f"input scales {scales.tolist()}")
+        return scales.cpu().numpy(), None
+
     def _binary_reason(self, name: str, m: nn.Module) -> tuple[str | None, str]:
         """``(None, kind)`` if the layer runs as an XNOR-popcount op, else ``(reason, kind)``."""
         kind = self._input_kind(m)
@@ -304,13 +383,15 @@ class PlanBuilder:
                 entry = None
         if entry is not None and entry.packing is None:
             return f"quantizer {method!r} is not deployable: {entry.not_deployable_reason}", kind
-        if entry is not None and entry.packing != "sign":
-            return (f"quantizer {method!r} packs as {entry.packing!r}; only 'sign' (+-1) layers are "
-                    "supported by export yet"), kind
+        if entry is not None and entry.packing not in ("sign", "bitplanes"):
+            return (f"quantizer {method!r} packs as {entry.packing!r}; only 'sign' (+-1) and 'bitplanes' "
+                    "(scaled +-1 planes) layers are supported by export yet"), kind
         if m.weight_quantizer is None:
             return "weights are not binarized (inputs only): the layer needs float weights", kind
-        if m.weight_bits != 1:
-            return f"weights are {m.weight_bits}-bit; binary ops need 1-bit weights", kind
+        if kind == "planes":
+            _, why = self._input_scales(m)
+            if why is not None:
+                return f"input planes cannot be exported: {why}", kind
         if kind == "float":
             return "inputs are not binarized (weights only): the layer needs float inputs", kind
         if kind == "threshold":
@@ -326,36 +407,47 @@ class PlanBuilder:
                 return (f"grouped convolution (groups={m.groups}) is not a binary op; only dense convs and "
                         "depthwise Conv1d are"), kind
         try:
-            with torch.no_grad():
-                scale = m.weight_quantizer.export_scale(m.weight.detach())
+            self._weight_planes(m)
         except NotDeployableError as exc:
-            return f"weight scale cannot fold into a per-output-channel multiplier: {exc}", kind
-        if scale.shape != (m.weight.shape[0],) or not torch.isfinite(scale).all():
-            return f"export_scale returned shape {tuple(scale.shape)} or non-finite values", kind
+            return ("weight scale cannot fold into per-output-channel scales of +-1 planes (a multiplier, or "
+                    f"weight_scales): {exc}"), kind
         return None, kind
 
     def _binary_layer(self, name: str, m: nn.Module, x: str, pads) -> str:
-        with torch.no_grad():
-            w = m.weight.detach()
-            q = m.weight_quantizer(w).detach().double().cpu().numpy()  # +-alpha_o
-            alpha = m.weight_quantizer.export_scale(w).detach().double().cpu().numpy()
-        out = q.shape[0]
-        mult = self.tensor(f"{name}.multiplier", alpha)
-        off = self.tensor(f"{name}.offset", _f64(m.bias, out))
-        tensors = {"multiplier": mult, "offset": off}
+        signs, scales = self._weight_planes(m)  # (P, out, in/groups, *kernel) +-1, (P, out)
+        in_scales, _ = self._input_scales(m)  # (Q,) or None (plain sign inputs)
+        p = signs.shape[0]
+        q = 1 if in_scales is None else in_scales.shape[0]
+        out = signs.shape[1]
+        mult = scales[0].astype(np.float64) if p == 1 else np.ones(out)
+        if in_scales is not None and q == 1:
+            mult = mult * float(in_scales[0])  # one input plane a_1 * sign(x): a scale like alpha
+        tensors = {"multiplier": self.tensor(f"{name}.multiplier", mult),
+                   "offset": self.tensor(f"{name}.offset", _f64(m.bias, out))}
+        extra: dict[str, Any] = {}
+        if p > 1:
+            extra["weight_planes"] = p
+            tensors["weight_scales"] = self.tensor(f"{name}.weight_scales", scales.astype(np.float32))
+        if q > 1:
+            extra["input_planes"] = q
+            tensors["input_scales"] = self.tensor(f"{name}.input_scales", in_scales.astype(np.float32))
+
+        def packed(layout) -> np.ndarray:
+            words = [pack_signs(layout(signs[i])) for i in range(p)]
+            return words[0] if p == 1 else np.stack(words)
+
         if isinstance(m, nn.Linear):
-            tensors["weight"] = self.tensor(f"{name}.weight", pack_signs(q))  # (out, in) -> (out, words)
-            return self.emit("blinear", [x], name=name, attrs={"in_features": m.in_features},
+            tensors["weight"] = self.tensor(f"{name}.weight", packed(lambda s: s))  # (out, in) -> (out, words)
+            return self.emit("blinear", [x], name=name, attrs={"in_features": m.in_features, **extra},
                              tensors=tensors, output=name)
-        nd = q.ndim - 2
+        nd = signs.ndim - 3
         attrs = {"in_channels": m.in_channels, "kernel_size": list(m.kernel_size), "stride": list(m.stride),
-                 "padding": pads, "dilation": list(m.dilation)}
+                 "padding": pads, "dilation": list(m.dilation), **extra}
         if m.groups != 1:  # depthwise Conv1d: (C, 1, k) -> (k, C) -> (k, words)
-            tensors["weight"] = self.tensor(f"{name}.weight", pack_signs(q[:, 0, :].T))
+            tensors["weight"] = self.tensor(f"{name}.weight", packed(lambda s: s[:, 0, :].T))
             return self.emit("bdwconv1d", [x], name=name, attrs=attrs, tensors=tensors, output=name)
         # (out, in, *kernel) -> (out, *kernel, in) -> (out, *kernel, words): one packed row per tap
-        packed = pack_signs(np.moveaxis(q, 1, -1))
-        tensors["weight"] = self.tensor(f"{name}.weight", packed)
+        tensors["weight"] = self.tensor(f"{name}.weight", packed(lambda s: np.moveaxis(s, 1, -1)))
         return self.emit("bconv2d" if nd == 2 else "bconv1d", [x], name=name, attrs=attrs, tensors=tensors,
                          output=name)
 
@@ -373,6 +465,9 @@ class PlanBuilder:
 
     def fold_sign_outputs(self) -> list[str]:
         """Fold ``binary op -> PReLU -> (only binary ops)`` into a binary op with a sign threshold.
+
+        Multi-plane ops are left alone, as producers (their dot is a float sum of scaled plane
+        dots, not an integer) and as consumers (``input_planes > 1`` reads the magnitude).
 
         When a binary op's output ``v`` feeds only a PReLU whose output ``u`` feeds only binary
         ops (which binarize it), in every view, then with every PReLU slope > 0 what those ops
@@ -412,8 +507,8 @@ class PlanBuilder:
     def _sign_fold_partner(self, xi: int) -> int | None:
         """The PReLU op index that binary op ``xi`` can absorb (see :meth:`fold_sign_outputs`)."""
         x = self.ops[xi]
-        if x["op"] not in BINARY_OPS or "multiplier" not in x["tensors"]:
-            return None
+        if x["op"] not in BINARY_OPS or "multiplier" not in x["tensors"] or _multi_plane(x):
+            return None  # a multi-plane dot is not an integer: no exact integer threshold
         v = x["outputs"][0]
         partner = None
         for view in self.views.values():
@@ -432,6 +527,8 @@ class PlanBuilder:
             users = [i for i in seq if u in self.ops[i]["inputs"]]
             if view["output"] == u or not users or any(self.ops[i]["op"] not in BINARY_OPS for i in users):
                 return None
+            if any(self.ops[i]["attrs"].get("input_planes", 1) != 1 for i in users):
+                return None  # a multi-plane consumer reads the value's magnitude, not only its sign
         if partner is None:
             return None
         if any(partner in view["ops"] and xi not in view["ops"] for view in self.views.values()):
@@ -443,6 +540,11 @@ class PlanBuilder:
     def referenced_tensors(self) -> dict[str, np.ndarray]:
         used = {t for op in self.ops for t in op["tensors"].values()}
         return {k: v for k, v in self.tensors.items() if k in used}
+
+
+def _multi_plane(op: dict[str, Any]) -> bool:
+    """Whether a binary op is bit-serial (``weight_planes`` or ``input_planes`` > 1)."""
+    return op["attrs"].get("weight_planes", 1) != 1 or op["attrs"].get("input_planes", 1) != 1
 
 
 def _max_dot(op: dict[str, Any]) -> int:

@@ -9,6 +9,21 @@ Weight quantizers see the layer's latent float weight ``(out, in/groups, *kernel
 its quantized version, same shape. Deployable ones also say how the result decomposes into
 ``sign(W) * scale_o`` (:meth:`WeightQuantizer.export_scale`), which export folds into the
 per-channel multiplier. Input quantizers see activations with channels on ``channel_dim``.
+
+Bit-serial multi-plane quantizers (``packing="bitplanes"`` methods such as ``residual``) export
+through two more hooks, which the one-plane quantizers inherit with one-plane defaults:
+
+* :meth:`WeightQuantizer.export_planes` -> ``(signs (P, *w.shape) in {+1, -1}, scales (P, out))``
+  with ``forward(w) == sum_p scales[p, o] * signs[p]`` (``P`` in 1..4);
+* :meth:`InputQuantizer.export_input_scales` -> ``(Q,)`` positive scales ``a_q`` such that
+  ``forward(x) == sum_q a_q * b_q`` with the planes ``b_q`` of the greedy residual sign
+  decomposition (:func:`binkit.quant.functional.residual_sign_planes`: ``r_1 = x``,
+  ``b_q = sign(r_q)``, ``r_{q+1} = r_q - a_q b_q``), or ``None`` for a quantizer that is not of
+  that form (export then probes what ``forward`` computes: sign, threshold, {0, 1}, ...).
+
+Export checks both decompositions numerically on the layer's weight and on probe inputs before it
+trusts them, and writes them as the ``weight_planes``/``input_planes`` attributes and the
+``weight_scales``/``input_scales`` tensors of the binary ops (:mod:`binkit.runtime.artifact`).
 """
 
 from __future__ import annotations
@@ -20,9 +35,15 @@ from pydantic import BaseModel
 from torch import nn
 
 from binkit.entries import NoParams
-from binkit.quant.functional import ste_sign
+from binkit.quant.functional import sign, ste_sign
+from binkit.runtime.artifact import MAX_PLANES as _ARTIFACT_MAX_PLANES
 
-__all__ = ["Quantizer", "WeightQuantizer", "InputQuantizer", "SteSignInputQuantizer", "NotDeployableError"]
+__all__ = ["Quantizer", "WeightQuantizer", "InputQuantizer", "SteSignInputQuantizer", "NotDeployableError",
+           "MAX_PLANES"]
+
+#: Largest number of bit-planes a multi-plane binary op takes (weights or inputs); the artifact
+#: format's limit (:data:`binkit.runtime.artifact.MAX_PLANES`).
+MAX_PLANES = _ARTIFACT_MAX_PLANES
 
 
 class NotDeployableError(ValueError):
@@ -81,6 +102,21 @@ class WeightQuantizer(Quantizer):
             )
         return scale
 
+    @torch.no_grad()
+    def export_planes(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bit-plane decomposition of the quantized weight, for bit-serial export.
+
+        Returns ``(signs, scales)``: ``signs`` ``(P, *w.shape)`` with values in ``{+1, -1}``
+        (sign(0) = +1) and ``scales`` ``(P, out)``, such that
+        ``forward(w) == sum_p scales[p, :, None, ...] * signs[p]``, ``1 <= P <=`` :data:`MAX_PLANES`.
+
+        The default is one plane: ``signs = sign(forward(w))``, ``scales = export_scale(w)``;
+        multi-plane methods override it. Raises :class:`NotDeployableError` when no such
+        decomposition exists.
+        """
+        scale = self.export_scale(w)
+        return sign(self.forward(w).detach())[None], scale[None]
+
 
 class InputQuantizer(Quantizer):
     """Quantizes a layer's input. Constructed as ``cls(params, num_channels, channel_dim)``.
@@ -106,6 +142,16 @@ class InputQuantizer(Quantizer):
         shape = [1] * x.dim()
         shape[self.channel_dim] = -1
         return v.reshape(shape)
+
+    @torch.no_grad()
+    def export_input_scales(self) -> torch.Tensor | None:
+        """Plane scales ``a_q`` ``(Q,)`` (all > 0) of a residual sign quantizer, or ``None``.
+
+        A quantizer returning scales promises ``forward(x) == sum_q a_q * b_q`` with ``b_q`` the
+        planes of :func:`binkit.quant.functional.residual_sign_planes` (so ``Q = 1, a_1 = 1`` is
+        plain ``sign(x)``). Default ``None``: not of that form; export probes ``forward``.
+        """
+        return None
 
 
 class SteSignInputQuantizer(InputQuantizer):

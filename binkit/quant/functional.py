@@ -20,6 +20,7 @@ __all__ = [
     "round_ste",
     "quantize_k",
     "per_channel_mean_abs",
+    "residual_sign_planes",
 ]
 
 
@@ -135,3 +136,25 @@ def per_channel_mean_abs(w: torch.Tensor) -> torch.Tensor:
     ``w``: ``(out, ...)`` -> ``(out, 1, ..., 1)``.
     """
     return w.abs().reshape(w.shape[0], -1).mean(dim=1).reshape((-1,) + (1,) * (w.dim() - 1))
+
+
+def residual_sign_planes(x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Greedy residual sign decomposition of ``x`` with fixed plane scales; no gradient.
+
+    With ``Q = len(scales)`` and ``a_q = scales[q]``::
+
+        r_1 = x,   b_q = sign(r_q)  (sign(0) = +1),   r_{q+1} = r_q - a_q * b_q
+
+    Returns the planes ``b`` stacked, ``(Q, *x.shape)`` in ``{+1, -1}`` (``x``'s dtype), so that
+    ``sum_q a_q * b_q`` approximates ``x``. This is the input side of bit-serial multi-plane
+    binary ops (artifact attr ``input_planes``, role ``input_scales``); export uses it to check
+    that an input quantizer computes exactly this decomposition with its exported scales.
+    """
+    scales = scales.detach().to(x.dtype)
+    r = x.detach()
+    planes = []
+    for a in scales:
+        b = sign(r)
+        planes.append(b)
+        r = r - a * b
+    return torch.stack(planes)

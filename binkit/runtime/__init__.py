@@ -18,7 +18,13 @@ __all__ = ["Backend", "backend_names", "get_backend", "load"]
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a backend factory returns: an object that loads an artifact and runs it."""
+    """What a backend factory returns: an object that loads an artifact and runs it.
+
+    A backend may also have ``features``: the optional artifact features it runs (a set of
+    names, see :func:`binkit.runtime.artifact.required_features`; ``"multiplane"`` for bit-serial
+    multi-plane binary ops). :func:`load` refuses an artifact needing a feature the backend lacks
+    (with ``backend="auto"`` it falls back to the reference backend instead).
+    """
 
     name: str
 

@@ -75,6 +75,36 @@ op             input -> output                          tensors / attrs
 
 ``input_sign`` (float ops only: float fallbacks of binary layers): the input is replaced by
 ``sign(x)`` (sign(0) = +1) before padding, as binkit's binary layers do.
+
+Bit-serial multi-plane binary ops
+---------------------------------
+``blinear``, ``bconv1d``, ``bconv2d`` and ``bdwconv1d`` take two optional int attributes,
+``weight_planes`` ``P`` and ``input_planes`` ``Q``, each in ``[1, 4]`` (:data:`MAX_PLANES`),
+default 1 (absent = 1; export writes them only when > 1, so one-plane ops are unchanged):
+
+* ``P > 1``: the packed ``weight`` gets a leading plane axis, ``(P, *one-plane shape)`` (e.g.
+  ``bconv2d`` ``(P, out, kh, kw, num_words(in))``, ``bdwconv1d`` ``(P, kernel,
+  num_words(channels))``), plane ``p`` packed exactly like a one-plane weight; and the role
+  ``weight_scales``, ``float32 (P, out)`` (``out`` = channels for ``bdwconv1d``), holds the
+  per-plane, per-output-channel scales ``t_{p,o}`` (any finite value). With ``P = 1`` the role is
+  not allowed (the scale is folded into ``multiplier``).
+* ``Q > 1``: the role ``input_scales``, ``float32 (Q,)``, all finite and ``> 0``, holds ``a_q``;
+  the op's input ``x`` is decomposed greedily, with ``sign(0) = +1``::
+
+      r_1 = x,   b_q = sign(r_q),   r_{q+1} = r_q - a_q * b_q        (q = 1..Q)
+
+  (padding is applied after the decomposition: padded taps are exact zeros in every plane). With
+  ``Q = 1`` the role is not allowed and ``b_1 = sign(x)`` as for every binary op.
+
+The op then computes, per output channel ``o`` and position::
+
+    dot_o = sum_{p=1..P} sum_{q=1..Q} t_{p,o} * a_q * dot_pm1(b_q, W_p)[o]
+
+(``t_{1,o} = 1`` when ``P = 1``, ``a_1 = 1`` when ``Q = 1``; ``dot_pm1`` the integer +-1 dot
+product over the valid taps, exact zero padding as for one plane), followed by the usual
+``y_o = multiplier_o * dot_o + offset_o``. A sign ``threshold`` is allowed only with
+``P = Q = 1`` (with planes the dot is not an integer; export never folds a multi-plane op, nor a
+sign into a consumer with ``Q > 1``, which needs the real value).
 """
 
 from __future__ import annotations
@@ -97,6 +127,7 @@ from binkit.runtime.bits import BITS_PER_WORD, WORD_DTYPE, num_words
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_PLANES",
     "OPS",
     "Artifact",
     "ArtifactError",
@@ -104,6 +135,7 @@ __all__ = [
     "describe",
     "infer_op",
     "load_artifact",
+    "required_features",
     "save_artifact",
     "validate_plan",
 ]
@@ -117,6 +149,8 @@ MAX_PLAN_BYTES = 16 << 20
 _ZLIB_PREFIX = "zlib:"
 #: Largest element count of one value per example; larger plans are refused as implausible.
 MAX_VALUE_ELEMENTS = 1 << 24
+#: Largest ``weight_planes`` / ``input_planes`` of a bit-serial binary op.
+MAX_PLANES = 4
 
 _PLAIN_KEYS = frozenset({"format", "format_version", "producer", "checksum"})
 _F32 = (np.dtype(np.float32),)
@@ -345,6 +379,52 @@ def _binary_output(where, op, tensors, out: int) -> None:
         _transform(where, op, tensors, out)
 
 
+def _plane_counts(where: str, op: dict) -> tuple[int, int]:
+    """``(weight_planes, input_planes)`` of a binary op (absent attribute = 1)."""
+    a = op["attrs"]
+    p = _int(where, a, "weight_planes", 1, MAX_PLANES) if "weight_planes" in a else 1
+    q = _int(where, a, "input_planes", 1, MAX_PLANES) if "input_planes" in a else 1
+    return p, q
+
+
+def _packed_weight(where: str, op: dict, tensors, planes: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The packed ``weight`` of a binary op; returns plane 0's view (the one-plane layout) after
+    checking the leading plane axis when ``planes > 1``."""
+    w = _tensor(where, op, tensors, "weight", _WORDS)
+    if planes > 1:
+        if w.ndim < 2 or w.shape[0] != planes:
+            raise ArtifactError(f"{where}: weight_planes={planes} needs a packed weight with a leading plane "
+                                f"axis ({planes}, ...), got shape {w.shape}")
+        w = w[0]
+    if shape is not None and tuple(w.shape) != tuple(shape):
+        lead = f"{planes}, " if planes > 1 else ""
+        raise ArtifactError(f"{where}: packed weight must be ({lead}{', '.join(map(str, shape))}), got "
+                            f"{_tensor(where, op, tensors, 'weight', _WORDS).shape}")
+    return w
+
+
+def _plane_tensors(where: str, op: dict, tensors, planes: tuple[int, int], out: int) -> None:
+    """``weight_scales`` iff ``P > 1``, ``input_scales`` (positive) iff ``Q > 1``; no threshold
+    with planes."""
+    p, q = planes
+    refs = op["tensors"]
+    if p > 1:
+        _tensor(where, op, tensors, "weight_scales", _F32, (p, out))
+    elif "weight_scales" in refs:
+        raise ArtifactError(f"{where}: tensor role 'weight_scales' needs weight_planes > 1 (one plane's "
+                            "scale is folded into the multiplier)")
+    if q > 1:
+        s = _tensor(where, op, tensors, "input_scales", _F32, (q,))
+        if not (s > 0).all():
+            raise ArtifactError(f"{where}: tensor {refs['input_scales']!r} (input_scales) must be > 0, "
+                                f"got {s.tolist()}")
+    elif "input_scales" in refs:
+        raise ArtifactError(f"{where}: tensor role 'input_scales' needs input_planes > 1")
+    if (p > 1 or q > 1) and "threshold" in refs:
+        raise ArtifactError(f"{where}: a sign threshold needs weight_planes = input_planes = 1 (got "
+                            f"{p} and {q}): a multi-plane dot is not an integer")
+
+
 def _bconv(nd: int) -> Callable:
     def check(where, op, shapes, tensors):
         (shape,) = shapes
@@ -357,11 +437,15 @@ def _bconv(nd: int) -> Callable:
         stride = _ints(where, a, "stride", nd, 1)
         dil = _ints(where, a, "dilation", nd, 1)
         pads = _pads(where, a, nd)
-        w = _tensor(where, op, tensors, "weight", _WORDS)
+        planes = _plane_counts(where, op)
+        w = _packed_weight(where, op, tensors, planes[0])
         if w.ndim != nd + 2 or tuple(w.shape[1:]) != (*ks, num_words(c)) or w.shape[0] < 1:
-            raise ArtifactError(f"{where}: packed weight must be (out, {', '.join(map(str, ks))}, {num_words(c)}), got {w.shape}")
-        _check_padding_bits(where, op["tensors"]["weight"], w, c)
+            lead = f"{planes[0]}, " if planes[0] > 1 else ""
+            raise ArtifactError(f"{where}: packed weight must be ({lead}out, {', '.join(map(str, ks))}, "
+                                f"{num_words(c)}), got {tensors[op['tensors']['weight']].shape}")
+        _check_padding_bits(where, op["tensors"]["weight"], tensors[op["tensors"]["weight"]], c)
         o = w.shape[0]
+        _plane_tensors(where, op, tensors, planes, o)
         _binary_output(where, op, tensors, o)
         out = [_conv_out(where, shape[1 + i], ks[i], stride[i], pads[i], dil[i]) for i in range(nd)]
         return (o, *out)
@@ -379,8 +463,10 @@ def _bdwconv1d(where, op, shapes, tensors):
     (s,) = _ints(where, a, "stride", 1, 1)
     (d,) = _ints(where, a, "dilation", 1, 1)
     (pad,) = _pads(where, a, 1)
-    w = _tensor(where, op, tensors, "weight", _WORDS, (k, num_words(c)))
-    _check_padding_bits(where, op["tensors"]["weight"], w, c)
+    planes = _plane_counts(where, op)
+    _packed_weight(where, op, tensors, planes[0], (k, num_words(c)))
+    _check_padding_bits(where, op["tensors"]["weight"], tensors[op["tensors"]["weight"]], c)
+    _plane_tensors(where, op, tensors, planes, c)
     _binary_output(where, op, tensors, c)
     return (c, _conv_out(where, shape[1], k, s, pad, d))
 
@@ -392,10 +478,14 @@ def _blinear(where, op, shapes, tensors):
     i = _int(where, op["attrs"], "in_features", 1, 1 << 24)
     if i != shape[-1]:
         raise ArtifactError(f"{where}: in_features={i} but the input has {shape[-1]} features")
-    w = _tensor(where, op, tensors, "weight", _WORDS)
+    planes = _plane_counts(where, op)
+    w = _packed_weight(where, op, tensors, planes[0])
     if w.ndim != 2 or w.shape[1] != num_words(i) or w.shape[0] < 1:
-        raise ArtifactError(f"{where}: packed weight must be (out, {num_words(i)}), got {w.shape}")
-    _check_padding_bits(where, op["tensors"]["weight"], w, i)
+        lead = f"{planes[0]}, " if planes[0] > 1 else ""
+        raise ArtifactError(f"{where}: packed weight must be ({lead}out, {num_words(i)}), got "
+                            f"{tensors[op['tensors']['weight']].shape}")
+    _check_padding_bits(where, op["tensors"]["weight"], tensors[op["tensors"]["weight"]], i)
+    _plane_tensors(where, op, tensors, planes, w.shape[0])
     _binary_output(where, op, tensors, w.shape[0])
     return (*shape[:-1], w.shape[0])
 
@@ -453,15 +543,17 @@ def _flatten(where, op, shapes, tensors):
     return (math.prod(shapes[0]),)
 
 
+_BINARY_ROLES = frozenset({"weight", "multiplier", "offset", "threshold", "weight_scales", "input_scales"})
+
 #: op name -> (number of inputs, allowed tensor roles, checker)
 OPS: dict[str, tuple[int, frozenset[str], Callable]] = {
     "conv2d_fp": (1, frozenset({"weight", "bias"}), _conv_fp(2)),
     "conv1d_fp": (1, frozenset({"weight", "bias"}), _conv_fp(1)),
     "linear_fp": (1, frozenset({"weight", "bias"}), _linear_fp),
-    "bconv2d": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _bconv(2)),
-    "bconv1d": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _bconv(1)),
-    "bdwconv1d": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _bdwconv1d),
-    "blinear": (1, frozenset({"weight", "multiplier", "offset", "threshold"}), _blinear),
+    "bconv2d": (1, _BINARY_ROLES, _bconv(2)),
+    "bconv1d": (1, _BINARY_ROLES, _bconv(1)),
+    "bdwconv1d": (1, _BINARY_ROLES, _bdwconv1d),
+    "blinear": (1, _BINARY_ROLES, _blinear),
     "affine": (1, frozenset({"multiplier", "offset"}), _affine),
     "prelu": (1, frozenset({"slope"}), _prelu),
     "relu": (1, frozenset(), _relu),
@@ -696,6 +788,14 @@ def _check_frontend(frontend: Any, input_shape: tuple[int, ...]) -> dict[str, An
         raise ArtifactError(f"front-end gives features of shape {tuple(out_shape)} but the model "
                             f"takes {input_shape}")
     return spec.model_dump()
+
+
+def required_features(artifact: Artifact) -> frozenset[str]:
+    """Optional format features the artifact uses, which a backend must declare (its ``features``)
+    to run it: ``"multiplane"`` when a binary op has ``weight_planes`` or ``input_planes`` > 1."""
+    multi = any(op["attrs"].get("weight_planes", 1) != 1 or op["attrs"].get("input_planes", 1) != 1
+                for op in artifact.ops if op["op"] in ("blinear", "bconv1d", "bconv2d", "bdwconv1d"))
+    return frozenset({"multiplane"}) if multi else frozenset()
 
 
 def describe(artifact: Artifact) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from binkit.runtime.artifact import Artifact, load_artifact
+from binkit.runtime.artifact import Artifact, ArtifactError, load_artifact, required_features
 
 __all__ = ["RuntimeModel", "load", "infer_file"]
 
@@ -138,17 +138,27 @@ def resolve_backend(backend: str) -> str:
 
 def load(path: str | os.PathLike[str], backend: str = "auto") -> RuntimeModel:
     """Load and validate the artifact at ``path`` and prepare it on ``backend`` (``"auto"``: the
-    compiled ``neon`` engine when installed, else the numpy ``reference``).
+    compiled ``neon`` engine when installed, else the numpy ``reference``; also the reference when
+    the artifact needs a format feature the engine does not declare, see
+    :func:`binkit.runtime.artifact.required_features`).
 
     Raises:
-        ArtifactError: the file is missing, unreadable, tampered with or inconsistent.
+        ArtifactError: the file is missing, unreadable, tampered with or inconsistent, or needs a
+            feature the named backend does not run.
         UnknownNameError: ``backend`` is not registered (the message lists those that are).
     """
     from binkit.runtime import get_backend
 
-    backend = resolve_backend(backend)
+    requested, backend = backend, resolve_backend(backend)
     impl = get_backend(backend)  # fail on a wrong name before reading the file
     artifact = load_artifact(path)
+    missing = required_features(artifact) - frozenset(getattr(impl, "features", ()))
+    if missing and requested == "auto" and backend != "reference":
+        backend, impl = "reference", get_backend("reference")  # e.g. multi-plane ops before the engine has them
+    elif missing:
+        raise ArtifactError(f"{path}: backend {backend!r} does not run the artifact feature(s) "
+                            f"{', '.join(sorted(missing))} (bit-serial multi-plane binary ops); use "
+                            "backend='reference' or 'auto'")
     return RuntimeModel(artifact, impl.load(artifact), backend)
 
 

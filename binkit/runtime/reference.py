@@ -5,7 +5,9 @@ packed bits through :func:`binkit.runtime.bits.pack_signs` and :func:`binkit.run
 (bit 1 = -1, LSB-first along channels, dot = K - 2 popcount(a XOR w)), so the reference checks the
 same conventions the engine uses. Float arithmetic is float64 (weights stored as float16/float32
 are widened exactly); the output is float32. It is the oracle of the conformance tests, not a
-deployment path.
+deployment path. Multi-plane (bit-serial) binary ops loop over input planes ``q`` and weight
+planes ``p`` with the one-plane dot and sum ``t_{p,o} a_q dot(b_q, W_p)`` in float64 (the input
+decomposition ``r_{q+1} = r_q - a_q b_q`` too).
 
 Exact zero padding
 ------------------
@@ -71,18 +73,22 @@ def _transform(dot: np.ndarray, t: dict[str, np.ndarray], axis: int) -> np.ndarr
     return m * dot + c
 
 
-def _blinear(attrs, t, x):
+# The binary ops are written once per layout as an integer +-1 dot on one input plane and one
+# packed weight plane (``_*_dot``), and combined over planes by ``_binary`` (artifact docstring,
+# "Bit-serial multi-plane binary ops"): dot = sum_{p,q} t_{p,o} a_q dot_pm1(b_q, W_p).
+
+
+def _blinear_dot(attrs, weight, x):
     k = attrs["in_features"]
     a = pack_signs(x)  # (batch, ..., in) -> (batch, ..., words)
-    dot = dot_pm1(a, t["weight"], k)  # (batch, ..., out), exact integers
-    return _transform(dot.astype(np.float64), t, -1)
+    return dot_pm1(a, weight, k)  # (batch, ..., out), exact integers
 
 
-def _bconv2d(attrs, t, x):
+def _bconv2d_dot(attrs, weight, x):
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
     (ph, pw) = attrs["padding"]
-    weight = t["weight"]  # (out, kh, kw, words)
+    # weight: (out, kh, kw, words)
     ho, wo = _out_len(h, kh, sh, ph, dh), _out_len(w, kw, sw, pw, dw)
     a = pack_signs(x.transpose(0, 2, 3, 1))  # (batch, H, W, C) -> (batch, H, W, words)
     dot = np.zeros((n, ho, wo, weight.shape[0]), np.int64)
@@ -93,13 +99,13 @@ def _bconv2d(attrs, t, x):
             if oy.size and ox.size:  # padded taps are skipped: they contribute exactly 0
                 taps = a[:, iy[:, None], ix[None, :]]  # (batch, |oy|, |ox|, words)
                 dot[:, oy[:, None], ox[None, :]] += dot_pm1(taps, weight[:, i, j], c)
-    return _transform(dot.transpose(0, 3, 1, 2).astype(np.float64), t, 1)  # (batch, out, H', W')
+    return dot.transpose(0, 3, 1, 2)  # (batch, out, H', W')
 
 
-def _bconv1d(attrs, t, x):
+def _bconv1d_dot(attrs, weight, x):
     n, c, length = x.shape
     (k,), (s,), (d,), (pad,) = attrs["kernel_size"], attrs["stride"], attrs["dilation"], attrs["padding"]
-    weight = t["weight"]  # (out, k, words)
+    # weight: (out, k, words)
     lo = _out_len(length, k, s, pad, d)
     a = pack_signs(x.transpose(0, 2, 1))  # (batch, T, C) -> (batch, T, words)
     dot = np.zeros((n, lo, weight.shape[0]), np.int64)
@@ -107,22 +113,67 @@ def _bconv1d(attrs, t, x):
         ot, it = _valid(lo, length, s, pad[0], j * d)
         if ot.size:
             dot[:, ot] += dot_pm1(a[:, it], weight[:, j], c)  # (batch, |ot|, out)
-    return _transform(dot.transpose(0, 2, 1).astype(np.float64), t, 1)  # (batch, out, T')
+    return dot.transpose(0, 2, 1)  # (batch, out, T')
 
 
-def _bdwconv1d(attrs, t, x):
+def _bdwconv1d_dot(attrs, weight, x):
     n, c, length = x.shape
     (k,), (s,), (d,), (pad,) = attrs["kernel_size"], attrs["stride"], attrs["dilation"], attrs["padding"]
-    weight = t["weight"]  # (k, words): bit c of tap j = sign of channel c's tap j
+    # weight: (k, words): bit c of tap j = sign of channel c's tap j
     lo = _out_len(length, k, s, pad, d)
     a = pack_signs(x.transpose(0, 2, 1))  # (batch, T, C) -> (batch, T, words)
-    dot = np.zeros((n, lo, c), np.float64)
+    dot = np.zeros((n, lo, c), np.int64)
     for j in range(k):
         ot, it = _valid(lo, length, s, pad[0], j * d)
         if ot.size:
             # per channel, a_c * w_c = +1 if the bits agree, -1 if not: unpack(a XOR w)
-            dot[:, ot] += unpack_signs(a[:, it] ^ weight[j], c)  # (batch, |ot|, C)
-    return _transform(dot.transpose(0, 2, 1), t, 1)  # (batch, C, T')
+            dot[:, ot] += unpack_signs(a[:, it] ^ weight[j], c).astype(np.int64)  # (batch, |ot|, C)
+    return dot.transpose(0, 2, 1)  # (batch, C, T')
+
+
+def _input_planes(attrs, t, x) -> list[tuple[float, np.ndarray]]:
+    """``[(a_q, b_q)]``: the greedy residual sign planes of ``x`` (``r_1 = x``, ``b_q = sign(r_q)``,
+    ``r_{q+1} = r_q - a_q b_q``), or ``[(1, x)]`` for one plane (the dot packs ``sign(x)``)."""
+    if attrs.get("input_planes", 1) == 1:
+        return [(1.0, x)]
+    planes, r = [], x
+    for a in t["input_scales"].astype(np.float64):
+        b = _sign(r)
+        planes.append((float(a), b))
+        r = r - a * b
+    return planes
+
+
+def _weight_planes(attrs, t) -> list[tuple[np.ndarray | None, np.ndarray]]:
+    """``[(t_{p,:}, W_p)]``, or ``[(None, W)]`` for one plane (its scale is in the multiplier)."""
+    if attrs.get("weight_planes", 1) == 1:
+        return [(None, t["weight"])]
+    scales = t["weight_scales"].astype(np.float64)  # (P, out)
+    return [(scales[p], t["weight"][p]) for p in range(scales.shape[0])]
+
+
+def _binary(dot_fn, axis: int):
+    """A binary op: ``sum_{q} sum_{p} t_{p,o} a_q dot(b_q, W_p)``, then the output transform;
+    ``axis`` is the output channel axis of ``dot_fn``'s result."""
+    def run(attrs, t, x):
+        total = None
+        for a, xb in _input_planes(attrs, t, x):
+            for scale, w in _weight_planes(attrs, t):
+                d = dot_fn(attrs, w, xb).astype(np.float64)  # exact integers
+                if scale is not None:
+                    shape = [1] * d.ndim
+                    shape[axis] = -1
+                    d = scale.reshape(shape) * d
+                term = a * d
+                total = term if total is None else total + term
+        return _transform(total, t, axis)
+    return run
+
+
+_blinear = _binary(_blinear_dot, -1)
+_bconv2d = _binary(_bconv2d_dot, 1)
+_bconv1d = _binary(_bconv1d_dot, 1)
+_bdwconv1d = _binary(_bdwconv1d_dot, 1)
 
 
 def _maybe_sign(attrs, x):
@@ -236,6 +287,8 @@ class ReferenceBackend:
     """Backend ``"reference"``: ``load(path or Artifact) -> ReferenceProgram``."""
 
     name = "reference"
+    #: Optional artifact features it runs (:func:`binkit.runtime.artifact.required_features`).
+    features = frozenset({"multiplane"})
 
     def load(self, source: str | Path | Artifact) -> ReferenceProgram:
         artifact = source if isinstance(source, Artifact) else load_artifact(source)

@@ -11,7 +11,7 @@ from binkit import hookimpl
 
 @hookimpl
 def binkit_quantizers():
-    """The six built-in methods: bnn, xnor, dorefa, bireal, irnet, reactnet."""
-    from binkit_binarizers import bireal, bnn, dorefa, irnet, reactnet, xnor
+    """The seven built-in methods: bnn, xnor, dorefa, bireal, irnet, reactnet, residual."""
+    from binkit_binarizers import bireal, bnn, dorefa, irnet, reactnet, residual, xnor
 
-    return [bnn.ENTRY, xnor.ENTRY, dorefa.ENTRY, bireal.ENTRY, irnet.ENTRY, reactnet.ENTRY]
+    return [bnn.ENTRY, xnor.ENTRY, dorefa.ENTRY, bireal.ENTRY, irnet.ENTRY, reactnet.ENTRY, residual.ENTRY]

@@ -300,7 +300,7 @@ class TestGradients:
         assert layer.bias.grad is not None
         assert x.grad is not None and x.grad.abs().sum() > 0  # STE passes |x| <= 1
 
-    @pytest.mark.parametrize("name", ["bnn", "xnor", "bireal", "irnet", "reactnet", "dorefa"])
+    @pytest.mark.parametrize("name", ["bnn", "xnor", "bireal", "irnet", "reactnet", "dorefa", "residual"])
     def test_latent_weight_gets_nonzero_gradient(self, name):
         layer = nn.Linear(8, 4)
         with torch.no_grad():

@@ -67,6 +67,24 @@ def _parts():
     return tensors, meta
 
 
+def _mp_parts():
+    """``_parts()`` with bit-serial ops: conv with 3 weight planes and 2 input planes, dw with 2
+    weight planes (one input plane)."""
+    tensors, meta = _parts()
+    rng = np.random.default_rng(5)
+    tensors["conv.weight"] = np.stack([pack_signs(rng.standard_normal((O, 3, C))) for _ in range(3)])
+    tensors["conv.weight_scales"] = rng.uniform(0.01, 0.5, (3, O)).astype(np.float32)
+    tensors["conv.input_scales"] = np.array([1.0, 0.4], np.float32)
+    tensors["dw.weight"] = np.stack([pack_signs(rng.standard_normal((5, O))) for _ in range(2)])
+    tensors["dw.weight_scales"] = rng.uniform(0.1, 1.0, (2, O)).astype(np.float32)
+    conv, dw = meta["plan"]["ops"][1], meta["plan"]["ops"][3]
+    conv["attrs"].update(weight_planes=3, input_planes=2)
+    conv["tensors"].update(weight_scales="conv.weight_scales", input_scales="conv.input_scales")
+    dw["attrs"]["weight_planes"] = 2
+    dw["tensors"]["weight_scales"] = "dw.weight_scales"
+    return tensors, meta
+
+
 @pytest.fixture
 def good(tmp_path):
     tensors, meta = _parts()
@@ -182,6 +200,121 @@ def test_specific_errors(tmp_path, case):
         load_artifact(_write(tmp_path, tensors, meta))
 
 
+def _one_plane_dw_with(t, m, role, tensor):
+    _op(m, 3)["attrs"].pop("weight_planes")
+    t["dw.weight"] = t["dw.weight"][0]
+    t.pop("dw.weight_scales")
+    _op(m, 3)["tensors"].pop("weight_scales")
+    t[f"dw.{role}"] = tensor
+    _op(m, 3)["tensors"][role] = f"dw.{role}"
+
+
+def _threshold_on_dw(t, m):
+    for role in ("multiplier", "offset"):
+        t.pop(f"dw.{role}")
+        _op(m, 3)["tensors"].pop(role)
+    t["dw.threshold"] = np.zeros(O, np.int16)
+    _op(m, 3)["tensors"]["threshold"] = "dw.threshold"
+
+
+MP_CASES = {
+    "plane count vs weight": (lambda t, m: _op(m, 1)["attrs"].__setitem__("weight_planes", 2),
+                              "weight_planes=2 needs a packed weight with a leading plane axis \\(2, ...\\)"),
+    "one-plane weight with planes": (lambda t, m: t.__setitem__("dw.weight", t["dw.weight"][0]),
+                                     "weight_planes=2 needs a packed weight with a leading plane axis"),
+    "plane shape": (lambda t, m: t.__setitem__("conv.weight", t["conv.weight"][:, :, :2]),
+                    "packed weight must be \\(3, out, 3, 2\\)"),
+    "dw plane shape": (lambda t, m: t.__setitem__("dw.weight", t["dw.weight"][:, :4]),
+                       "packed weight must be \\(2, 5, 2\\)"),
+    "missing weight_scales": (lambda t, m: _op(m, 3)["tensors"].pop("weight_scales") and t.pop("dw.weight_scales"),
+                              "needs tensor role 'weight_scales'"),
+    "weight_scales shape": (lambda t, m: t.__setitem__("conv.weight_scales", np.ones((3, O + 1), np.float32)),
+                            "'conv.weight_scales' \\(weight_scales\\) has shape \\(3, 71\\), expected \\(3, 70\\)"),
+    "weight_scales dtype": (lambda t, m: t.__setitem__("dw.weight_scales", t["dw.weight_scales"].astype(np.float16)),
+                            "\\(weight_scales\\) has dtype float16, expected float32"),
+    "weight_scales nan": (lambda t, m: t["conv.weight_scales"].__setitem__((1, 2), np.inf), "non-finite"),
+    "zero input scale": (lambda t, m: t["conv.input_scales"].__setitem__(1, 0.0),
+                         "\\(input_scales\\) must be > 0, got \\[1.0, 0.0\\]"),
+    "negative input scale": (lambda t, m: t["conv.input_scales"].__setitem__(0, -1.0), "must be > 0"),
+    "nan input scale": (lambda t, m: t["conv.input_scales"].__setitem__(0, np.nan), "non-finite"),
+    "input_scales shape": (lambda t, m: t.__setitem__("conv.input_scales", np.ones(3, np.float32)),
+                           "\\(input_scales\\) has shape \\(3,\\), expected \\(2,\\)"),
+    "missing input_scales": (lambda t, m: _op(m, 1)["tensors"].pop("input_scales") and t.pop("conv.input_scales"),
+                             "needs tensor role 'input_scales'"),
+    "weight_planes range": (lambda t, m: _op(m, 1)["attrs"].__setitem__("weight_planes", 5),
+                            "attribute 'weight_planes' must be an int in \\[1, 4\\], got 5"),
+    "input_planes zero": (lambda t, m: _op(m, 1)["attrs"].__setitem__("input_planes", 0),
+                          "attribute 'input_planes' must be an int in \\[1, 4\\], got 0"),
+    "input_planes bool": (lambda t, m: _op(m, 1)["attrs"].__setitem__("input_planes", True), "'input_planes'"),
+    "input_planes float": (lambda t, m: _op(m, 1)["attrs"].__setitem__("input_planes", 2.0), "'input_planes'"),
+    "weight_scales without planes": (lambda t, m: _one_plane_dw_with(t, m, "weight_scales", np.ones((1, O), np.float32)),
+                                     "'weight_scales' needs weight_planes > 1"),
+    "input_scales without planes": (lambda t, m: _one_plane_dw_with(t, m, "input_scales", np.ones(1, np.float32)),
+                                    "'input_scales' needs input_planes > 1"),
+    "threshold with planes": (_threshold_on_dw, "a sign threshold needs weight_planes = input_planes = 1"),
+    "padding bits in a later plane": (lambda t, m: t["conv.weight"].__setitem__((2, 0, 0, 1), np.uint64(1) << np.uint64(63)),
+                                      "nonzero padding bits"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MP_CASES))
+def test_multi_plane_specific_errors(tmp_path, case):
+    mutate, match = MP_CASES[case]
+    tensors, meta = _mp_parts()
+    mutate(tensors, meta)
+    with pytest.raises(ArtifactError, match=match):
+        load_artifact(_write(tmp_path, tensors, meta))
+
+
+def test_multi_plane_round_trip_and_formula(tmp_path):
+    """The reference's bit-serial conv against the format's formula written out independently:
+    greedy input planes, zero padding after the decomposition, sum_{p,q} t_{p,o} a_q dot."""
+    from binkit.runtime.artifact import required_features
+    from binkit.runtime.bits import unpack_signs
+    from binkit.runtime.reference import _OPS
+
+    tensors, meta = _mp_parts()
+    art = load_artifact(_write(tmp_path, tensors, meta))
+    assert required_features(art) == {"multiplane"}
+    prog = ReferenceProgram(art)
+    x = np.random.default_rng(1).standard_normal((4, 3, T)).astype(np.float32)
+    for view in ("full", "short"):
+        assert np.isfinite(prog.run(x, view)).all()
+
+    conv = art.ops[1]
+    t = {k: art.tensors[v] for k, v in conv["tensors"].items()}
+    h = np.random.default_rng(2).standard_normal((3, C, T)) * 1.5
+    h[0] = 0.0
+    h[1, :, :2] = 1.0  # on a residual decision point: r_2 = 0 -> b_2 = +1
+    got = _OPS["bconv1d"](conv["attrs"], t, h)
+    a, ws = t["input_scales"].astype(np.float64), t["weight_scales"].astype(np.float64)
+    w = unpack_signs(t["weight"], C).astype(np.float64)  # (P, O, k, C)
+    planes, r = [], h.copy()
+    for aq in a:
+        b = np.where(r < 0, -1.0, 1.0)
+        planes.append(np.pad(b, ((0, 0), (0, 0), (1, 1))))  # exact zero padding
+        r = r - aq * b
+    dot = np.zeros((3, O, T))
+    for p in range(3):
+        for q in range(2):
+            for j in range(3):
+                dot += ws[p][None, :, None] * a[q] * np.einsum("oc,nct->not", w[p, :, j], planes[q][:, :, j:j + T])
+    want = t["multiplier"].astype(np.float64)[None, :, None] * dot + t["offset"].astype(np.float64)[None, :, None]
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+    dw = art.ops[3]
+    t = {k: art.tensors[v] for k, v in dw["tensors"].items()}
+    h = np.random.default_rng(3).standard_normal((3, O, T))
+    h[0] = 0.0
+    got = _OPS["bdwconv1d"](dw["attrs"], t, h)
+    w = unpack_signs(t["weight"], O).astype(np.float64)  # (P, k, C)
+    hp = np.pad(np.where(h < 0, -1.0, 1.0), ((0, 0), (0, 0), (2, 2)))
+    dot = sum(t["weight_scales"][p].astype(np.float64)[None, :, None] *
+              sum(w[p, j][None, :, None] * hp[:, :, j:j + T] for j in range(5)) for p in range(2))
+    want = t["multiplier"].astype(np.float64)[None, :, None] * dot + t["offset"].astype(np.float64)[None, :, None]
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_bad_json_metadata(good, tmp_path):
     from safetensors.numpy import save_file
     from binkit.runtime.artifact import compute_checksum
@@ -258,8 +391,9 @@ def _paths(obj, prefix=()):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_fuzz_only_artifact_errors(tmp_path, data):
-    tensors, meta = _parts()
+@pytest.mark.parametrize("parts", [_parts, _mp_parts], ids=["one-plane", "multi-plane"])
+def test_fuzz_only_artifact_errors(tmp_path, parts, data):
+    tensors, meta = parts()
     for _ in range(data.draw(st.integers(1, 3))):
         target = data.draw(st.sampled_from(["meta", "meta", "tensor"]))
         if target == "meta":

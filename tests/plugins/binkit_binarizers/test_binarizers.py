@@ -22,6 +22,7 @@ from torch import nn
 from binkit import registry
 from binkit.nn.layers import BinaryConv1d, BinaryConv2d, BinaryLinear
 from binkit.quant import NotDeployableError, apply_constraints, update_schedules
+from binkit.quant.base import MAX_PLANES
 
 BUILTIN = ["bnn", "xnor", "dorefa", "bireal", "irnet", "reactnet"]
 
@@ -175,6 +176,7 @@ class TestRegistration:
             ("bireal", 1, "sign"),
             ("irnet", 1, "sign"),
             ("reactnet", 1, "sign"),
+            ("residual", 2, "bitplanes"),
         ],
     )
     def test_entry(self, name, precision, packing):
@@ -269,8 +271,15 @@ class TestEveryRegisteredQuantizer:
             with pytest.raises(NotDeployableError):
                 wq.export_scale(w)
             return
-        scale = wq.export_scale(w)
         q = wq(w).detach()
+        signs, scales = wq.export_planes(w)  # bit-serial decomposition: sum_p scales[p, o] signs[p]
+        planes = signs.shape[0]
+        assert 1 <= planes <= MAX_PLANES and signs.shape[1:] == w.shape and scales.shape == (planes, 4)
+        assert ((signs == 1) | (signs == -1)).all()
+        torch.testing.assert_close(sum(scales[p].reshape(-1, 1, 1) * signs[p] for p in range(planes)), q)
+        if planes > 1:
+            return  # not +-scale per channel: export_scale may refuse, export uses the planes
+        scale = wq.export_scale(w)
         assert scale.shape == (4,)
         torch.testing.assert_close(q, q.sign() * scale.reshape(-1, 1, 1))
 
