@@ -8,6 +8,7 @@ as return codes that the Python side turns into messages.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdlib cimport calloc, free
 
 
@@ -41,6 +42,7 @@ cdef extern from "binkit_engine.h" nogil:
         const float *mult
         const float *offs
         const int32_t *thr
+        const int32_t *cthr
         const float *wf
         const float *bias
         const uint32_t *wm
@@ -55,12 +57,14 @@ cdef extern from "binkit_engine.h" nogil:
         int64_t nslots
         const int64_t *slot_floats
         int64_t in_floats, out_floats, out_slot, scratch_bytes
+        void *cache
     const char *bk_variant_names[]
     int bk_variant_compiled(int v)
     int bk_variant_supported(int v)
     int bk_best_variant()
     size_t bk_op_scratch_bytes(const bk_op *op)
-    int bk_run(const bk_plan *plan, int variant, const float *x, int64_t batch, float *y, double *prof)
+    void bk_plan_release(bk_plan *plan)
+    int bk_run(bk_plan *plan, int variant, const float *x, int64_t batch, float *y, double *prof)
     double bk_popcount_peak(int variant, double seconds)
     void bk_multiplane(int variant, const uint64_t *a, int64_t pa, const double *sa,
                        const uint64_t *wb, int64_t pw, const double *tw, int64_t M,
@@ -128,6 +132,7 @@ cdef class Plan:
     def __cinit__(self):
         self.ops = NULL
         self.slot_floats = NULL
+        self.plan.cache = NULL
 
     def __init__(self, list ops, list slot_floats, int64_t in_floats, int64_t out_floats, int64_t out_slot):
         cdef Py_ssize_t i, k
@@ -156,7 +161,7 @@ cdef class Plan:
             op.prepacked = d.get("prepacked", 0)
             op.bits_out = d.get("bits_out", 0)
             op.rowmode = d.get("rowmode", 0)
-            for key in ("wb", "base", "pat", "mult", "offs", "thr", "wf", "bias", "wm", "idx"):
+            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "wf", "bias", "wm", "idx"):
                 if d.get(key) is not None:
                     self.keep.append(d[key])
             if d.get("wb") is not None:
@@ -169,6 +174,7 @@ cdef class Plan:
             op.pat = _iptr(d.get("pat"))
             op.idx = _iptr(d.get("idx"))
             op.thr = _iptr(d.get("thr"))
+            op.cthr = _iptr(d.get("cthr"))
             op.mult = _fptr(d.get("mult"))
             op.offs = _fptr(d.get("offs"))
             op.wf = _fptr(d.get("wf"))
@@ -200,6 +206,7 @@ cdef class Plan:
         self.scratch_bytes = scratch
 
     def __dealloc__(self):
+        bk_plan_release(&self.plan)
         free(self.ops)
         free(self.slot_floats)
 
@@ -207,30 +214,43 @@ cdef class Plan:
     def nops(self):
         return self.plan.nops
 
-    def run(self, const float[:, ::1] x, float[:, ::1] y, int variant):
-        """Run the plan on every row of ``x`` into ``y``; returns bk_run's code."""
-        cdef int rc
-        cdef int64_t batch = x.shape[0]
-        if x.shape[1] != self.plan.in_floats or y.shape[1] != self.plan.out_floats or y.shape[0] != batch:
-            raise ValueError("Plan.run: shape mismatch")
-        if batch == 0:
-            return 0
-        with nogil:
-            rc = bk_run(&self.plan, variant, &x[0, 0], batch, &y[0, 0], NULL)
+    cdef int _call(self, object x, object y, int variant, double *prof) except -9:
+        """bk_run over the C-contiguous float32 buffers x (batch, ...) and y (batch, ...)."""
+        cdef Py_buffer bx, by
+        cdef int rc = 0
+        cdef int64_t batch
+        PyObject_GetBuffer(x, &bx, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        try:
+            PyObject_GetBuffer(y, &by, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE)
+            try:
+                if (bx.itemsize != 4 or by.itemsize != 4 or bx.format == NULL or by.format == NULL
+                        or bx.format[0] != b"f" or by.format[0] != b"f" or bx.format[1] != 0
+                        or by.format[1] != 0 or bx.ndim < 1 or by.ndim < 1):
+                    raise ValueError("Plan.run: x and y must be float32 buffers")
+                batch = bx.shape[0]
+                if (by.shape[0] != batch or bx.len != batch * self.plan.in_floats * 4
+                        or by.len != batch * self.plan.out_floats * 4):
+                    raise ValueError("Plan.run: shape mismatch")
+                if batch == 0:
+                    return 0
+                with nogil:
+                    rc = bk_run(&self.plan, variant, <const float *>bx.buf, batch, <float *>by.buf, prof)
+            finally:
+                PyBuffer_Release(&by)
+        finally:
+            PyBuffer_Release(&bx)
         return rc
 
-    def profile(self, const float[:, ::1] x, float[:, ::1] y, int variant, double[::1] prof):
+    def run(self, x, y, int variant):
+        """Run the plan on every example (row) of ``x`` into ``y``; returns bk_run's code.
+        ``x``: C-contiguous float32, (batch, ...) of batch * in_floats values; ``y``: (batch, out)."""
+        return self._call(x, y, variant, NULL)
+
+    def profile(self, x, y, int variant, double[::1] prof):
         """As run, adding each op's seconds (summed over the batch) to ``prof``."""
-        cdef int rc
-        cdef int64_t batch = x.shape[0]
-        if (x.shape[1] != self.plan.in_floats or y.shape[1] != self.plan.out_floats
-                or y.shape[0] != batch or prof.shape[0] != self.plan.nops):
+        if prof.shape[0] != self.plan.nops:
             raise ValueError("Plan.profile: shape mismatch")
-        if batch == 0:
-            return 0
-        with nogil:
-            rc = bk_run(&self.plan, variant, &x[0, 0], batch, &y[0, 0], &prof[0])
-        return rc
+        return self._call(x, y, variant, &prof[0])
 
 
 cdef void _set_int(bk_op *op, str name, int64_t v):

@@ -3,7 +3,7 @@
 Torch-free. :class:`NeonBackend` (registered as backend ``"neon"``) loads an artifact into a
 :class:`Program`; ``Program.run(features, view)`` makes ONE call into C per batch, which runs
 the whole plan with the GIL released (concurrent calls from several threads are safe: each
-call allocates its own scratch; the plan is read-only).
+call uses its own scratch, the plan's one cached block or a fresh one; the plan is read-only).
 
 Planning (Python, once per view at load):
 
@@ -71,6 +71,7 @@ _P_AFFINE, _P_PRELU, _P_RELU, _P_ADD = 1, 2, 3, 4
 _MAX_POST = _engine.MAX_POST
 _ELEMENTWISE = ("affine", "prelu", "relu", "add")
 _BINARY = ("bconv1d", "bconv2d", "bdwconv1d", "blinear")
+_F32 = np.dtype(np.float32)
 
 
 class UnsupportedKernelError(RuntimeError):
@@ -687,6 +688,12 @@ class _Planner:
                       wb=wb, base=base.ravel(), pat=pat if len(keys) > 1 else None,
                       **self._output_transform(op))
         self._maybe_bits_out(fields, out_name, out, kind == "blinear", ho * wo)
+        if fields.get("bits_out"):
+            # count thresholds: bit 1 (x < 0) iff dot < thr iff count > floor((base - thr) / 2)
+            cthr = np.full((len(keys), nb * 8), np.iinfo(np.int32).max, np.int64)
+            cthr[:, :o] = (base[:, :o].astype(np.int64) - fields["thr"].astype(np.int64)) // 2
+            cthr = np.clip(cthr, -1, np.iinfo(np.int32).max)  # counts are >= 0
+            fields["cthr"] = np.ascontiguousarray(cthr.astype(np.int32).ravel())
         return self._emit(pos, fields, val, out_name, out, True, chan_axis)
 
     def _lower_bdw(self, pos: int) -> int:
@@ -863,11 +870,16 @@ class Program:
             ValueError: unknown view; not a float32 array of shape ``(batch, *input_shape)``;
                 batch 0; NaN/inf values (the message quotes shape, dtype or the first bad index).
         """
-        plan = self._plan(view)
-        x = self._check(features)
-        n = x.shape[0]
-        out = np.empty((n, self.num_labels), np.float32)
-        rc = plan.cplan.run(x.reshape(n, -1), out, self._variant)
+        plan = self._plans.get(view) if view.__class__ is str else None
+        if plan is None:
+            plan = self._plan(view)
+        x = features
+        # fast path: an exact, C-contiguous float32 ndarray of the right shape (else full checks)
+        if not (x.__class__ is np.ndarray and x.dtype is _F32 and x.shape[1:] == self.input_shape
+                and x.shape[0] and x.flags.c_contiguous):
+            x = self._check(features)
+        out = np.empty((x.shape[0], self.num_labels), np.float32)
+        rc = plan.cplan.run(x, out, self._variant)
         if rc:
             self._fail(rc, x)
         return out
@@ -893,7 +905,7 @@ class Program:
         times = np.zeros((repeats, nv))
         for r in range(repeats):
             prof = np.zeros(plan.num_cops)
-            rc = plan.cplan.profile(x.reshape(n, -1), out, self._variant, prof)
+            rc = plan.cplan.profile(x, out, self._variant, prof)
             if rc:
                 self._fail(rc, x)
             np.add.at(times[r], plan.vidx, prof)

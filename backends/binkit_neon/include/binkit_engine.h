@@ -6,8 +6,9 @@
  * so that binary ops read their channels contiguously and transposes / reshapes are free),
  * reusable buffer slots (assigned by liveness), repacked weights and precomputed zero-padding
  * tables.  bk_run() then runs the whole plan for a batch of examples in C, without the GIL:
- * one scratch allocation per call, nothing shared between concurrent calls but the read-only
- * plan.
+ * one block of run memory per call (the plan keeps one idle block that a call takes with an
+ * atomic exchange; a concurrent call allocates its own), nothing shared between concurrent calls
+ * but the read-only plan.
  *
  * Ops (kinds below):
  *   BK_OP_CONV_FP  float conv (1-D as H = 1) and linear_fp (as a 1x1 conv over rows); weights
@@ -96,6 +97,9 @@ typedef struct {
     const int32_t *pat;              /* BCONV: [Ho * Wo] pattern row of base, or NULL (row 0) */
     const float *mult, *offs;        /* BCONV / BDW output transform */
     const int32_t *thr;              /* BCONV / BDW: sign threshold instead (y = dot >= thr ? 1 : -1) */
+    const int32_t *cthr;             /* BCONV with bits_out: [npat][nb * 8] count thresholds, bit 1 (x < 0)
+                                        iff count > cthr (= floor((base - thr) / 2); INT32_MAX for pad
+                                        channels) */
     const float *wf, *bias;          /* CONV_FP: weights [groups][C/groups*kh*kw][opad], bias [O] */
     const uint32_t *wm;              /* BDW: weight signs as float sign-bit masks [kw][opad] */
     int64_t outer, chans, inner;     /* EPI */
@@ -113,6 +117,8 @@ typedef struct {
     int64_t in_floats, out_floats;   /* per example */
     int64_t out_slot;
     int64_t scratch_bytes;           /* max over ops of bk_op_scratch_bytes */
+    void *cache;                     /* one idle run memory block (bk_run_mem_bytes), or NULL; taken and
+                                        returned with atomic exchanges so concurrent runs never share it */
 } bk_plan;
 
 /* Generic (GCC/Clang) vectors are loaded and stored through memcpy (any alignment). */
@@ -155,6 +161,14 @@ static inline size_t bk_op_scratch_bytes(const bk_op *op) {
         return 0;
     }
 }
+
+/* Packed words are LSB-first, so on a little-endian machine bit 8 i + j of a row is bit j of
+ * byte i: rows whose bit runs start and end on byte boundaries are copied with memcpy. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define BK_BYTE_BITS 1
+#else
+#define BK_BYTE_BITS 0
+#endif
 
 /* Append nbits (> 0) bits of src (whose bits above nbits are 0) at bit position pos of dst,
  * which is zeroed and long enough for every bit that is set. */
@@ -202,6 +216,7 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_ATTR
 #define BK_GEMM bk_gemm_scalar
 #define BK_PACK bk_pack_scalar
+#define BK_GTMASK16 bk_gtmask16_scalar
 #include "binkit_engine_ops.h"
 
 #if BK_HAVE_X86
@@ -210,6 +225,7 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_ATTR BK_TARGET_POPCNT
 #define BK_GEMM bk_gemm_popcnt
 #define BK_PACK bk_pack_sse2
+#define BK_GTMASK16 bk_gtmask16_sse2
 #include "binkit_engine_ops.h"
 
 #define BK_V avx2
@@ -217,6 +233,7 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_ATTR BK_TARGET_AVX2
 #define BK_GEMM bk_gemm_avx2
 #define BK_PACK bk_pack_avx2
+#define BK_GTMASK16 bk_gtmask16_avx2
 #include "binkit_engine_ops.h"
 
 #define BK_V avx512
@@ -224,6 +241,7 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_ATTR BK_TARGET_AVX512
 #define BK_GEMM bk_gemm_avx512
 #define BK_PACK bk_pack_avx512
+#define BK_GTMASK16 bk_gtmask16_avx512
 #include "binkit_engine_ops.h"
 #endif
 
@@ -233,10 +251,12 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_ATTR
 #define BK_GEMM bk_gemm_neon
 #define BK_PACK bk_pack_neon
+#define BK_GTMASK16 bk_gtmask16_neon
 #include "binkit_engine_ops.h"
 #endif
 
 typedef void (*bk_run_ops_fn)(const bk_plan *, float *const *, uint8_t *, double *);
+typedef int (*bk_nonfinite_fn)(const float *, int64_t);
 
 static inline bk_run_ops_fn bk_run_ops_for(int v) {
     switch (v) {
@@ -252,32 +272,54 @@ static inline bk_run_ops_fn bk_run_ops_for(int v) {
     }
 }
 
+static inline bk_nonfinite_fn bk_nonfinite_for(int v) {
+    switch (v) {
+#if BK_HAVE_X86
+    case BK_POPCNT: return bk_any_nonfinite_popcnt;
+    case BK_AVX2: return bk_any_nonfinite_avx2;
+    case BK_AVX512: return bk_any_nonfinite_avx512;
+#endif
+#if BK_HAVE_NEON
+    case BK_NEON: return bk_any_nonfinite_neon;
+#endif
+    default: return bk_any_nonfinite_scalar;
+    }
+}
+
 /* Index of the first NaN/inf among n floats, or -1. */
 static inline int64_t bk_first_nonfinite(const float *x, int64_t n) {
     const uint32_t *u = (const uint32_t *)(const void *)x;
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        uint32_t bad = 0;
-        for (int j = 0; j < 64; ++j) bad |= (uint32_t)((u[i + j] & 0x7f800000u) == 0x7f800000u);
-        if (bad) break;
-    }
-    for (; i < n; ++i)
+    for (int64_t i = 0; i < n; ++i)
         if ((u[i] & 0x7f800000u) == 0x7f800000u) return i;
     return -1;
+}
+
+/* Bytes of one run's memory: the slot pointers, every slot, the scratch. */
+static inline size_t bk_run_mem_bytes(const bk_plan *plan) {
+    size_t total = BK_ALIGN(sizeof(float *) * (size_t)plan->nslots);
+    for (int64_t s = 1; s < plan->nslots; ++s) total += BK_ALIGN((size_t)plan->slot_floats[s] * 4 + 64);
+    total += BK_ALIGN((size_t)plan->scratch_bytes) + 64;
+    return BK_ALIGN(total);
+}
+
+/* Free the cached run memory (the plan's owner calls this once no run is in flight). */
+static inline void bk_plan_release(bk_plan *plan) {
+    void *m = __atomic_exchange_n(&plan->cache, (void *)0, __ATOMIC_ACQ_REL);
+    free(m);
 }
 
 /* Run the plan on `batch` examples: x (batch, in_floats) -> y (batch, out_floats).
  * prof: NULL, or nops doubles to which each op's seconds (summed over the batch) are added.
  * Returns 0, -1 if memory could not be allocated, -2 if x holds a NaN/inf (nothing run),
- * -3 for an unknown or unsupported variant. */
-static inline int bk_run(const bk_plan *plan, int variant, const float *x, int64_t batch, float *y,
+ * -3 for an unknown or unsupported variant.  The run memory is the plan's cached block when
+ * no other run holds it (an atomic exchange takes it), else a fresh allocation; afterwards it
+ * goes back to the cache if that is empty, else it is freed. */
+static inline int bk_run(bk_plan *plan, int variant, const float *x, int64_t batch, float *y,
                          double *prof) {
     if (!bk_variant_supported(variant)) return -3;
-    if (bk_first_nonfinite(x, batch * plan->in_floats) >= 0) return -2;
-    size_t total = BK_ALIGN(sizeof(float *) * (size_t)plan->nslots);
-    for (int64_t s = 1; s < plan->nslots; ++s) total += BK_ALIGN((size_t)plan->slot_floats[s] * 4 + 64);
-    total += BK_ALIGN((size_t)plan->scratch_bytes) + 64;
-    uint8_t *mem = (uint8_t *)aligned_alloc(64, BK_ALIGN(total));
+    if (bk_nonfinite_for(variant)(x, batch * plan->in_floats)) return -2;
+    uint8_t *mem = (uint8_t *)__atomic_exchange_n(&plan->cache, (void *)0, __ATOMIC_ACQ_REL);
+    if (!mem) mem = (uint8_t *)aligned_alloc(64, bk_run_mem_bytes(plan));
     if (!mem) return -1;
     float **slots = (float **)(void *)mem;
     uint8_t *p = mem + BK_ALIGN(sizeof(float *) * (size_t)plan->nslots);
@@ -292,7 +334,9 @@ static inline int bk_run(const bk_plan *plan, int variant, const float *x, int64
         run(plan, slots, scratch, prof);
         memcpy(y + b * plan->out_floats, slots[plan->out_slot], (size_t)plan->out_floats * 4);
     }
-    free(mem);
+    void *expected = (void *)0;
+    if (!__atomic_compare_exchange_n(&plan->cache, &expected, (void *)mem, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        free(mem);
     return 0;
 }
 

@@ -25,6 +25,8 @@ typedef float BK_FN(bk_vf) __attribute__((vector_size(BK_VBYTES)));
 typedef int32_t BK_FN(bk_vi) __attribute__((vector_size(BK_VBYTES)));
 #define VF BK_FN(bk_vf)
 #define VI BK_FN(bk_vi)
+/* float conv: output positions per register block (accumulators: BK_NPOS * BK_VN vectors) */
+#define BK_NPOS (BK_VN == 1 ? 8 : 4)
 
 /* Apply the op's post-ops to y[0..n): element i has channel ch0 + i * ch_step and sits at
  * offset off0 + i * ostride of the output (the ADD operand is read at the same offset). */
@@ -172,6 +174,47 @@ BK_ATTR static inline void BK_FN(bk_store16)(float *out, const VF v[BK_VN], int6
     }
 }
 
+/* The common epilogue chains, applied in registers without a dispatch per chunk when the
+ * channels of a position are contiguous (out_so == 1) and floats are written:
+ *   1 = no post-op, 2 = prelu, 3 = prelu then add; 0 = anything else (row-wise bk_post_apply). */
+static inline int BK_FN(bk_fast_chain)(const bk_op *op) {
+    if (op->out_so != 1 || op->bits_out) return 0;
+    if (op->npost == 0) return 1;
+    if (op->post[0].kind != BK_POST_PRELU) return 0;
+    if (op->npost == 1) return 2;
+    if (op->npost == 2 && op->post[1].kind == BK_POST_ADD) return 3;
+    return 0;
+}
+
+/* Channels o..o+15 of one position in v: the chain `mode` (bk_fast_chain), then the store at
+ * out + off + o (the same float operations as bk_post16 / bk_post_apply). */
+BK_ATTR static inline void BK_FN(bk_fast16)(const bk_op *op, int mode, VF v[BK_VN], int64_t o,
+                                            float *const *slots, int64_t off, float *out) {
+    if (mode >= 2) {
+        const bk_post *p = &op->post[0];
+        for (int u = 0; u < BK_VN; ++u) {
+            VF a;
+            if (p->per_channel) {
+                BK_LOADV(a, p->a + o + u * BK_VW);
+            } else {
+                a = (VF){0} + p->a[0];
+            }
+            const VF neg = a * v[u];
+            const VI m = v[u] >= (VF){0};
+            v[u] = (VF)((m & (VI)v[u]) | (~m & (VI)neg));
+        }
+    }
+    if (mode == 3) {
+        const float *r = slots[op->post[1].slot] + off + o;
+        for (int u = 0; u < BK_VN; ++u) {
+            VF rv;
+            BK_LOADV(rv, r + u * BK_VW);
+            v[u] = v[u] + rv;
+        }
+    }
+    memcpy(out + off + o, v, 64);
+}
+
 /* ---- float conv / linear ------------------------------------------------------------------ */
 
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *op, float *const *slots, uint8_t *scr) {
@@ -213,10 +256,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
         const float *wg = op->wf + g * ck * opad;
         const float *sg = src + g * cg * ssc;
         for (int64_t oy = 0; oy < op->Ho; ++oy)
-            for (int64_t ox0 = 0; ox0 < Wo; ox0 += 4) {
-                const int64_t npos = (Wo - ox0) < 4 ? (Wo - ox0) : 4;
+            for (int64_t ox0 = 0; ox0 < Wo; ox0 += BK_NPOS) {
+                const int64_t npos = (Wo - ox0) < BK_NPOS ? (Wo - ox0) : BK_NPOS;
                 for (int64_t o0 = 0; o0 < og; o0 += 16) {
-                    VF acc[4][BK_VN];
+                    VF acc[BK_NPOS][BK_VN];
                     const float *wrow = wg + o0;
                     if (ksplit) {
                         /* four partial sums over k mod 4, unrolled so they stay in registers */
@@ -271,8 +314,8 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                 }
                         }
                         for (int u = 0; u < BK_VN; ++u) acc[0][u] = (s0[u] + s1[u]) + (s2[u] + s3[u]);
-                    } else if (npos == 4) {
-                        for (int q = 0; q < 4; ++q)
+                    } else if (npos == BK_NPOS) {
+                        for (int q = 0; q < BK_NPOS; ++q)
                             for (int u = 0; u < BK_VN; ++u) acc[q][u] = (VF){0};
                         for (int64_t c = 0; c < cg; ++c)
                             for (int64_t ky = 0; ky < kh; ++ky) {
@@ -280,14 +323,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                 const float *wk = wrow + ((c * kh + ky) * kw) * opad;
                                 for (int64_t kx = 0; kx < kw; ++kx) {
                                     const float *spt = srow + kx * dw * ssw;
-                                    const float v0 = spt[0], v1 = spt[xs], v2 = spt[2 * xs], v3 = spt[3 * xs];
                                     for (int u = 0; u < BK_VN; ++u) {
                                         VF w;
                                         BK_LOADV(w, wk + kx * opad + u * BK_VW);
-                                        acc[0][u] = acc[0][u] + w * v0;
-                                        acc[1][u] = acc[1][u] + w * v1;
-                                        acc[2][u] = acc[2][u] + w * v2;
-                                        acc[3][u] = acc[3][u] + w * v3;
+                                        for (int q = 0; q < BK_NPOS; ++q) acc[q][u] = acc[q][u] + w * spt[q * xs];
                                     }
                                 }
                             }
@@ -366,7 +405,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
             const float *s = x + i * op->in_sh;
             if (contiguous) { /* channels-last row: W * C floats in bit order */
                 BK_PACK(s, (size_t)(W * C), tmp);
-                bk_bits_copy(row, (size_t)(op->pl * C), tmp, 0, (size_t)(W * C));
+                if (BK_BYTE_BITS && (C & 7) == 0)
+                    memcpy((uint8_t *)row + op->pl * C / 8, tmp, (size_t)(W * C / 8));
+                else
+                    bk_bits_copy(row, (size_t)(op->pl * C), tmp, 0, (size_t)(W * C));
             } else {
                 for (int64_t j = 0; j < W; ++j) {
                     if (op->in_sc == 1)
@@ -374,7 +416,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                     else
                         bk_pack_strided(s + j * op->in_sw, op->in_sc, (size_t)C, tmp);
                     tmp[words] = 0;
-                    bk_bits_copy(row, (size_t)((j + op->pl) * C), tmp, 0, (size_t)C);
+                    if (BK_BYTE_BITS && (C & 7) == 0)
+                        memcpy((uint8_t *)row + (j + op->pl) * C / 8, tmp, (size_t)(C / 8));
+                    else
+                        bk_bits_copy(row, (size_t)((j + op->pl) * C), tmp, 0, (size_t)C);
                 }
             }
         }
@@ -395,8 +440,30 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
     size_t lda = (size_t)words;
     if (!op->direct) {
         const int64_t kw = op->kw, kwords = op->kwords;
-        memset(col, 0, bk_bconv_col_words(op) * 8);
-        if (op->rowmode) {
+        if (op->rowmode && BK_BYTE_BITS && (C & 7) == 0) {
+            /* whole bytes: each kernel row's window is kw * C / 8 contiguous bytes, copied in
+             * 8-byte pieces in increasing address order (a piece may run up to 7 bytes past its
+             * window: the next window, the next position's row or the slack word of a grid row
+             * absorb it; the col row's last word is masked afterwards). */
+            const size_t run = (size_t)(kw * C / 8), step = (size_t)(op->sw * C / 8);
+            const size_t used = (size_t)(op->kh * kw * C) - (size_t)(kwords - 1) * 64; /* bits in the last word */
+            const uint64_t last = used >= 64 ? ~(uint64_t)0 : (((uint64_t)1) << used) - 1;
+            for (int64_t oy = 0; oy < op->Ho; ++oy)
+                for (int64_t ox = 0; ox < op->Wo; ++ox) {
+                    uint64_t *row = col + (oy * op->Wo + ox) * kwords;
+                    uint8_t *dst = (uint8_t *)row;
+                    for (int64_t ky = 0; ky < op->kh; ++ky) {
+                        const uint8_t *g = (const uint8_t *)(grid + (oy * op->sh + ky * op->dh) * op->rwords) + ox * step;
+                        for (size_t i = 0; i < run; i += 8) {
+                            uint64_t v;
+                            memcpy(&v, g + i, 8);
+                            memcpy(dst + ky * run + i, &v, 8);
+                        }
+                    }
+                    row[kwords - 1] &= last;
+                }
+        } else if (op->rowmode) {
+            memset(col, 0, bk_bconv_col_words(op) * 8);
             const size_t run = (size_t)(kw * C);
             for (int64_t oy = 0; oy < op->Ho; ++oy)
                 for (int64_t ox = 0; ox < op->Wo; ++ox) {
@@ -405,7 +472,8 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                         bk_bits_copy(row, (size_t)ky * run, grid + (oy * op->sh + ky * op->dh) * op->rwords,
                                      (size_t)(ox * op->sw * C), run);
                 }
-        } else
+        } else {
+        memset(col, 0, bk_bconv_col_words(op) * 8);
         for (int64_t oy = 0; oy < op->Ho; ++oy)
             for (int64_t ox = 0; ox < op->Wo; ++ox) {
                 uint64_t *row = col + (oy * op->Wo + ox) * kwords;
@@ -422,6 +490,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                     }
                 }
             }
+        }
         A = col;
         lda = (size_t)kwords;
     }
@@ -429,9 +498,33 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
     /* 3. counts */
     BK_GEMM(A, lda, (size_t)P, op->wb, lda, (size_t)op->nb, cnt, (size_t)ldc);
 
-    /* 4. output transform + post-ops, one position (all channels) at a time, 16 channels in
-     *    registers; a channel tail (O % 16) goes through y */
+    /* 4. output transform + post-ops, one position (one row of O channels) at a time */
     const int64_t O = op->O, O16 = O & ~(int64_t)15;
+    if (op->bits_out && op->cthr) {
+        /* sign bits straight from the counts: bit 1 (x < 0) iff count > cthr */
+        for (int64_t p = 0; p < P; ++p) {
+            const int32_t *restrict ct = op->cthr + (op->pat ? (int64_t)op->pat[p] * ldc : 0);
+            const int32_t *restrict c = cnt + p * ldc;
+            uint64_t *restrict dst = (uint64_t *)(void *)out + p * op->owords;
+            int64_t o = 0;
+            for (int64_t w = 0; w < op->owords; ++w) {
+                uint64_t word = 0;
+                for (int sh = 0; sh < 64 && o < ldc; sh += 16, o += 16) {
+                    uint32_t m;
+                    if (o + 16 <= ldc) {
+                        m = BK_GTMASK16(c + o, ct + o);
+                    } else {
+                        m = 0;
+                        for (int64_t i = o; i < ldc; ++i) m |= (uint32_t)(c[i] > ct[i]) << (i - o);
+                    }
+                    word |= (uint64_t)m << sh;
+                }
+                dst[w] = word;
+            }
+        }
+        return;
+    }
+    const int fast = BK_FN(bk_fast_chain)(op);
     for (int64_t oy = 0; oy < op->Ho; ++oy)
         for (int64_t ox = 0; ox < op->Wo; ++ox) {
             const int64_t p = oy * op->Wo + ox;
@@ -439,32 +532,32 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
             const int32_t *restrict c = cnt + p * ldc;
             const int64_t off = oy * op->out_sh + ox * op->out_sw;
             for (int64_t o = 0; o < O16; o += 16) {
-                VF v[BK_VN];
+                VF vv[BK_VN];
                 for (int u = 0; u < BK_VN; ++u) {
                     VI bv, cv;
                     BK_LOADV(bv, b + o + u * BK_VW);
                     BK_LOADV(cv, c + o + u * BK_VW);
                     const VI d = bv - (cv + cv);
+                    VF v;
                     if (op->thr) {
                         VI tv;
                         BK_LOADV(tv, op->thr + o + u * BK_VW);
                         const VI ge = d >= tv; /* +1.0f or -1.0f: the sign bit where d < thr */
-                        v[u] = (VF)((VI)((VF){0} + 1.0f) | (~ge & ((VI){0} + (int32_t)0x80000000)));
+                        v = (VF)((VI)((VF){0} + 1.0f) | (~ge & ((VI){0} + (int32_t)0x80000000)));
                     } else {
                         VF m, f;
                         BK_LOADV(m, op->mult + o + u * BK_VW);
                         BK_LOADV(f, op->offs + o + u * BK_VW);
-                        v[u] = m * __builtin_convertvector(d, VF) + f;
+                        v = m * __builtin_convertvector(d, VF) + f;
                     }
+                    vv[u] = v;
                 }
-                if (op->bits_out) {
-                    memcpy(y + o, v, 64);
-                    continue;
-                }
-                BK_FN(bk_post16)(op, v, o, slots, off, op->out_so);
-                BK_FN(bk_store16)(out + off + o * op->out_so, v, op->out_so);
+                if (fast)
+                    BK_FN(bk_fast16)(op, fast, vv, o, slots, off, out);
+                else
+                    memcpy(y + o, vv, 64);
             }
-            if (O16 == O && !op->bits_out) continue;
+            if (fast && O16 == O) continue;
             if (op->thr) { /* sign output: +1 iff dot >= threshold (exact integers) */
                 const int32_t *restrict th = op->thr;
                 for (int64_t o = O16; o < O; ++o) y[o] = (b[o] - 2 * c[o]) >= th[o] ? 1.0f : -1.0f;
@@ -476,8 +569,9 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                 BK_PACK(y, (size_t)O, (uint64_t *)(void *)out + p * op->owords);
                 continue;
             }
-            BK_FN(bk_post_apply)(op, y + O16, O - O16, O16, 1, slots, off + O16 * op->out_so, op->out_so);
-            BK_FN(bk_store)(out + off + O16 * op->out_so, y + O16, O - O16, op->out_so);
+            const int64_t o0 = fast ? O16 : 0; /* fast: only the channel tail is left */
+            BK_FN(bk_post_apply)(op, y + o0, O - o0, o0, 1, slots, off + o0 * op->out_so, op->out_so);
+            BK_FN(bk_store)(out + off + o0 * op->out_so, y + o0, O - o0, op->out_so);
         }
 }
 
@@ -492,6 +586,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     float *S = (float *)(void *)scr;
     float *y = (float *)(void *)(scr + BK_ALIGN((size_t)(T * Cp) * 4));
     const VI one = (VI)((VF){0} + 1.0f), signbit = (VI){0} + (int32_t)0x80000000;
+    const int fast = op->thr ? 0 : BK_FN(bk_fast_chain)(op);
     for (int64_t t = 0; t < T; ++t) {
         float *restrict st = S + t * Cp;
         const float *s = x + t * op->in_sw;
@@ -514,7 +609,9 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
         while (jlo < jhi && t * op->sw + jlo * op->dw - op->pl < 0) ++jlo;
         while (jhi > jlo && t * op->sw + (jhi - 1) * op->dw - op->pl >= T) --jhi;
         const int64_t t0 = t * op->sw - op->pl;
-        for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const int64_t C16 = C & ~(int64_t)15;
+        /* dots of every channel (padded to Cp: S pads with +1, wm with 0) -> y, transformed */
+        for (int64_t c0 = 0; c0 < Cp; c0 += 16) {
             VF d[BK_VN];
             for (int u = 0; u < BK_VN; ++u) d[u] = (VF){0};
             for (int64_t j = jlo; j < jhi; ++j) { /* padded taps contribute exactly 0: skipped */
@@ -527,41 +624,40 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                     d[u] = d[u] + (VF)(sv ^ wv);
                 }
             }
-            VF v[BK_VN];
+            VF vv[BK_VN];
             for (int u = 0; u < BK_VN; ++u) {
-                if (op->thr) {
-                    VI tv;
-                    BK_LOADV(tv, op->thr + (c0 + 16 <= C ? c0 : 0) + u * BK_VW); /* tail: see below */
-                    const VI ge = d[u] >= __builtin_convertvector(tv, VF);
-                    v[u] = (VF)(one | (~ge & signbit));
-                } else if (c0 + 16 <= C) {
-                    VF m, f;
-                    BK_LOADV(m, op->mult + c0 + u * BK_VW);
-                    BK_LOADV(f, op->offs + c0 + u * BK_VW);
-                    v[u] = m * d[u] + f;
-                } else {
-                    v[u] = d[u];
+                VF v = d[u];
+                if (c0 + 16 <= C16) {
+                    if (op->thr) {
+                        VI tv;
+                        BK_LOADV(tv, op->thr + c0 + u * BK_VW);
+                        const VI ge = d[u] >= __builtin_convertvector(tv, VF);
+                        v = (VF)(one | (~ge & signbit));
+                    } else {
+                        VF m, f;
+                        BK_LOADV(m, op->mult + c0 + u * BK_VW);
+                        BK_LOADV(f, op->offs + c0 + u * BK_VW);
+                        v = m * d[u] + f;
+                    }
                 }
+                vv[u] = v;
             }
-            if (c0 + 16 <= C && !op->bits_out) {
-                BK_FN(bk_post16)(op, v, c0, slots, off, op->out_so);
-                BK_FN(bk_store16)(out + off + c0 * op->out_so, v, op->out_so);
-                continue;
-            }
-            /* channel tail (or packed output): scalar transform of the exact dots in d */
-            float dd[16];
-            memcpy(dd, d, 64);
-            const int64_t n = (C - c0) < 16 ? (C - c0) : 16;
-            for (int64_t i = 0; i < n; ++i) {
-                const int64_t ch = c0 + i;
-                y[ch] = op->thr ? (dd[i] >= (float)op->thr[ch] ? 1.0f : -1.0f) : op->mult[ch] * dd[i] + op->offs[ch];
-            }
-            if (!op->bits_out) {
-                BK_FN(bk_post_apply)(op, y + c0, n, c0, 1, slots, off + c0 * op->out_so, op->out_so);
-                BK_FN(bk_store)(out + off + c0 * op->out_so, y + c0, n, op->out_so);
-            }
+            if (fast && c0 + 16 <= C16)
+                BK_FN(bk_fast16)(op, fast, vv, c0, slots, off, out);
+            else
+                memcpy(y + c0, vv, 64);
         }
-        if (op->bits_out) BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + t * op->owords);
+        if (fast && C16 == C) continue;
+        /* channel tail: scalar transform of the exact dots */
+        for (int64_t ch = C16; ch < C; ++ch)
+            y[ch] = op->thr ? (y[ch] >= (float)op->thr[ch] ? 1.0f : -1.0f) : op->mult[ch] * y[ch] + op->offs[ch];
+        if (op->bits_out) {
+            BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + t * op->owords);
+            continue;
+        }
+        const int64_t c0 = fast ? C16 : 0; /* fast: only the channel tail is left */
+        BK_FN(bk_post_apply)(op, y + c0, C - c0, c0, 1, slots, off + c0 * op->out_so, op->out_so);
+        BK_FN(bk_store)(out + off + c0 * op->out_so, y + c0, C - c0, op->out_so);
     }
 }
 
@@ -602,6 +698,14 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_gather)(const bk_op *o
     for (int64_t i = 0; i < op->n; ++i) out[i] = x[idx[i]];
 }
 
+/* 1 if any of the n floats is NaN or inf (exponent all ones); vectorised at the variant's width. */
+BK_ATTR static int BK_FN(bk_any_nonfinite)(const float *x, int64_t n) {
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    return bad != 0;
+}
+
 /* ---- the plan ----------------------------------------------------------------------------- */
 
 BK_ATTR static void BK_FN(bk_run_ops)(const bk_plan *plan, float *const *slots, uint8_t *scratch,
@@ -625,6 +729,7 @@ BK_ATTR static void BK_FN(bk_run_ops)(const bk_plan *plan, float *const *slots, 
 #undef VI
 #undef BK_VW
 #undef BK_VN
+#undef BK_NPOS
 #undef BK_VBYTES
 #undef BK_FN
 #undef BK_CAT
@@ -633,3 +738,4 @@ BK_ATTR static void BK_FN(bk_run_ops)(const bk_plan *plan, float *const *slots, 
 #undef BK_ATTR
 #undef BK_GEMM
 #undef BK_PACK
+#undef BK_GTMASK16

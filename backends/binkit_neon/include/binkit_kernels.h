@@ -168,6 +168,54 @@ static inline void bk_pack_neon(const float *x, size_t n, uint64_t *out) {
 #endif
 
 /* ============================================================================================
+ * Counts -> sign bits: bit i of the result = c[i] > t[i] for 16 int32 (exact integers, so every
+ * variant gives the same bits).
+ * ========================================================================================== */
+
+static inline uint32_t bk_gtmask16_scalar(const int32_t *c, const int32_t *t) {
+    uint32_t m = 0;
+    for (int i = 0; i < 16; ++i) m |= (uint32_t)(c[i] > t[i]) << i;
+    return m;
+}
+
+#if BK_HAVE_X86
+static inline uint32_t bk_gtmask16_sse2(const int32_t *c, const int32_t *t) {
+    uint32_t m = 0;
+    for (int q = 0; q < 4; ++q) {
+        const __m128i g = _mm_cmpgt_epi32(_mm_loadu_si128((const __m128i *)(c + 4 * q)),
+                                          _mm_loadu_si128((const __m128i *)(t + 4 * q)));
+        m |= (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(g)) << (4 * q);
+    }
+    return m;
+}
+
+BK_TARGET_AVX2 static inline uint32_t bk_gtmask16_avx2(const int32_t *c, const int32_t *t) {
+    const __m256i g0 = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)c), _mm256_loadu_si256((const __m256i *)t));
+    const __m256i g1 = _mm256_cmpgt_epi32(_mm256_loadu_si256((const __m256i *)(c + 8)),
+                                          _mm256_loadu_si256((const __m256i *)(t + 8)));
+    return (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(g0)) |
+           ((uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(g1)) << 8);
+}
+
+BK_TARGET_AVX512 static inline uint32_t bk_gtmask16_avx512(const int32_t *c, const int32_t *t) {
+    return (uint32_t)_mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)c), _mm512_loadu_si512((const void *)t));
+}
+#endif
+
+#if BK_HAVE_NEON
+static inline uint32_t bk_gtmask16_neon(const int32_t *c, const int32_t *t) {
+    const uint32_t wts[4] = {1u, 2u, 4u, 8u};
+    const uint32x4_t weights = vld1q_u32(wts);
+    uint32_t m = 0;
+    for (int q = 0; q < 4; ++q) {
+        const uint32x4_t g = vcgtq_s32(vld1q_s32(c + 4 * q), vld1q_s32(t + 4 * q));
+        m |= vaddvq_u32(vandq_u32(g, weights)) << (4 * q);
+    }
+    return m;
+}
+#endif
+
+/* ============================================================================================
  * Binary GEMM (XOR-popcount counts), see the file comment for the layout.
  * ========================================================================================== */
 

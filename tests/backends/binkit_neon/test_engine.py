@@ -32,7 +32,7 @@ from binkit_neon import _engine
 from binkit_neon.engine import VARIANTS, NeonBackend, Program, UnsupportedKernelError
 
 RTOL = 1e-4
-CHANNELS = [1, 63, 64, 65, 130]
+CHANNELS = [1, 16, 63, 64, 65, 130]
 KERNELS = binkit_neon.available_kernels()
 QUICK = os.environ.get("BINKIT_ENGINE_QUICK") == "1"
 heavy = pytest.mark.skipif(QUICK, reason="BINKIT_ENGINE_QUICK=1 (emulated CI stage)")
