@@ -336,3 +336,41 @@ def test_summary_of_artifact_measures_latency_and_flags_fallbacks(tmp_path, caps
     assert all(r["seconds"] > 0 for r in rows)
     assert [r["fallback"] != "" for r in rows] == [r["name"] == "conv" for r in rows]
     assert math.isclose(sum(r["float_macs"] for r in rows), 8 * 36 * 9 + 16 * 36 * 8 * 9 + 3 * 576)
+
+
+def test_multiplane_artifact_macs_parameters_and_float_twin(tmp_path):
+    """A bit-serial (residual, P weight x Q input planes) artifact: binary MACs count every plane
+    pair, the FP32 twin holds one float weight per layer (the scaled sum of the planes)."""
+    torch.manual_seed(0)
+    single = _randomize(binkit.binarize(ConvBNPReLU(), "xnor"))
+    multi = _randomize(binkit.binarize(ConvBNPReLU(), {"method": "residual",
+                                                       "params": {"weight_planes": 3, "input_planes": 2}}))
+    for net, name in ((single, "one"), (multi, "multi")):
+        net.feature_shape = (1, 6, 6)
+        export_model(net, tmp_path / f"{name}.bkm", labels=list("abc"), float16=False)
+    a1, a3 = load_artifact(tmp_path / "one.bkm"), load_artifact(tmp_path / "multi.bkm")
+    (op,) = [o for o in a3.ops if o["op"] == "bconv2d"]
+    assert op["attrs"]["weight_planes"] == 3 and op["attrs"]["input_planes"] == 2
+    view = a3.default_view
+    assert view_macs(a3, view)["binary"] == 6 * view_macs(a1, view)["binary"]
+    assert view_macs(a3, view)["float"] == view_macs(a1, view)["float"]
+    assert fp32_parameter_count(a3) == fp32_parameter_count(a1)  # same architecture in FP32
+    fp = build_float_model(a3)
+    assert sum(p.numel() for p in fp.parameters()) == fp32_parameter_count(a3)
+    conv = [m for m in fp.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 8][0]
+    w = multi.conv.weight_quantizer(multi.conv.weight).detach()  # the quantized weight: sum of scaled planes
+    np.testing.assert_allclose(conv.weight.detach().numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bench_skips_backends_without_a_needed_feature(tmp_path, capsys, monkeypatch):
+    torch.manual_seed(0)
+    net = _randomize(binkit.binarize(ConvBNPReLU(), {"method": "residual", "params": {"weight_planes": 2}}))
+    net.feature_shape = (1, 6, 6)
+    path = tmp_path / "mp.bkm"
+    export_model(net, path, labels=list("abc"), float16=False)
+    from binkit.runtime.reference import ReferenceBackend
+
+    monkeypatch.setattr(ReferenceBackend, "features", frozenset())  # as a backend without planes
+    assert main(["bench", str(path), "--backends", "reference", "--no-torch", *FAST]) != 0
+    err = capsys.readouterr().err
+    assert "skipping backend 'reference'" in err and "multiplane" in err

@@ -170,26 +170,37 @@ class FloatPlanModel(nn.Module):
         self._outputs = {v: artifact.views[v]["output"] for v in self.views}
 
     @staticmethod
-    def _binary_twin(op: dict[str, Any], tensors: dict[str, np.ndarray]) -> nn.Module:
+    def _binary_twin(op: dict[str, Any], tensors: dict[str, np.ndarray], unpacked: bool = False) -> nn.Module:
         kind, a = op["op"], op["attrs"]
         packed = tensors[op["tensors"]["weight"]]
+        planes = int(a.get("weight_planes", 1))
+        if planes > 1:  # (P, *shape): the float twin holds one weight, the sum of scaled planes
+            n = a["in_features"] if kind == "blinear" else a["in_channels"]
+            scales = tensors[op["tensors"]["weight_scales"]].astype(np.float64)  # (P, out)
+            signs = unpack_signs(packed, n).astype(np.float64)  # (P, out, ..., C) or (P, k, C)
+            if kind == "bdwconv1d":
+                w = np.einsum("pc,pkc->kc", scales, signs)
+            else:
+                w = np.einsum("po,po...->o...", scales, signs)
+            return FloatPlanModel._binary_twin({**op, "attrs": {**a, "weight_planes": 1}},
+                                            {op["tensors"]["weight"]: w}, unpacked=True)
         if kind == "blinear":
-            w = unpack_signs(packed, a["in_features"])  # (out, words) -> (out, in)
+            w = packed if unpacked else unpack_signs(packed, a["in_features"])  # (out, words) -> (out, in)
             layer = nn.Linear(a["in_features"], w.shape[0], bias=False)
             layer.weight.data = _f32(w)
             return layer
         c = a["in_channels"]
         padding, pad = _pad_arg(a["padding"])
         if kind == "bconv2d":
-            w = unpack_signs(packed, c).transpose(0, 3, 1, 2)  # (out, kh, kw, C) -> (out, C, kh, kw)
+            w = (packed if unpacked else unpack_signs(packed, c)).transpose(0, 3, 1, 2)  # (out, kh, kw, C) -> (out, C, kh, kw)
             layer = nn.Conv2d(c, w.shape[0], tuple(a["kernel_size"]), tuple(a["stride"]), padding,
                               tuple(a["dilation"]), bias=False)
         elif kind == "bconv1d":
-            w = unpack_signs(packed, c).transpose(0, 2, 1)  # (out, k, C) -> (out, C, k)
+            w = (packed if unpacked else unpack_signs(packed, c)).transpose(0, 2, 1)  # (out, k, C) -> (out, C, k)
             layer = nn.Conv1d(c, w.shape[0], tuple(a["kernel_size"]), tuple(a["stride"]), padding,
                               tuple(a["dilation"]), bias=False)
         else:  # bdwconv1d: (k, C) -> (C, 1, k), one kernel per channel
-            w = unpack_signs(packed, c).T[:, None, :]
+            w = (packed if unpacked else unpack_signs(packed, c)).T[:, None, :]
             layer = nn.Conv1d(c, c, tuple(a["kernel_size"]), tuple(a["stride"]), padding,
                               tuple(a["dilation"]), groups=c, bias=False)
         layer.weight.data = _f32(np.ascontiguousarray(w))

@@ -68,12 +68,14 @@ def op_macs(op: dict[str, Any], in_shape: tuple[int, ...], out_shape: tuple[int,
             artifact: Artifact) -> tuple[int, int]:
     """``(binary MACs, float MACs)`` of one op per example (module docstring for the rules)."""
     kind, attrs, out = op["op"], op["attrs"], math.prod(out_shape)
+    # bit-serial ops do one binary product per (weight plane, input plane) pair
+    planes = int(attrs.get("weight_planes", 1)) * int(attrs.get("input_planes", 1))
     if kind in ("bconv2d", "bconv1d"):
-        return out * attrs["in_channels"] * math.prod(attrs["kernel_size"]), 0
+        return planes * out * attrs["in_channels"] * math.prod(attrs["kernel_size"]), 0
     if kind == "bdwconv1d":
-        return out * math.prod(attrs["kernel_size"]), 0
+        return planes * out * math.prod(attrs["kernel_size"]), 0
     if kind == "blinear":
-        return out * attrs["in_features"], 0
+        return planes * out * attrs["in_features"], 0
     if kind in ("conv2d_fp", "conv1d_fp"):
         w = artifact.tensors[op["tensors"]["weight"]]  # (out, in/groups, *kernel)
         return 0, out * math.prod(w.shape[1:])
@@ -121,8 +123,11 @@ def fp32_parameter_count(artifact: Artifact) -> int:
             if name in counts:
                 continue
             t = artifact.tensors[name]
-            if t.dtype == WORD_DTYPE:  # packed (..., words) -> (..., channels) +-1 values
-                counts[name] = math.prod(t.shape[:-1]) * _channels(op)
+            if role in ("weight_scales", "input_scales"):
+                counts[name] = 0  # plane scales: the float layer has one weight, no planes
+            elif t.dtype == WORD_DTYPE:  # packed (..., words) -> (..., channels) +-1 values
+                lead = 1 if int(op["attrs"].get("weight_planes", 1)) > 1 else 0  # (P, ...): one float weight
+                counts[name] = math.prod(t.shape[lead:-1]) * _channels(op)
             else:  # a threshold stands for a BN scale and shift: 2 per channel
                 counts[name] = int(t.size) * (2 if role == "threshold" else 1)
     return sum(counts.values())

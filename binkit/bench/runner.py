@@ -284,8 +284,16 @@ def _load_programs(artifact: Artifact, names: list[str], kernel: str | None) -> 
 
     programs = []
     variant_backends = 0
+    from binkit.runtime.artifact import required_features
+
+    needed = required_features(artifact)
     for name in names:
         backend = get_backend(name)
+        missing = needed - frozenset(getattr(backend, "features", ()))
+        if missing:
+            print(f"binkit bench: skipping backend {name!r}: it does not run the artifact feature(s) "
+                  f"{', '.join(sorted(missing))}", file=sys.stderr)
+            continue
         takes_kernel = "kernel" in inspect.signature(backend.load).parameters
         kernels: list[str | None] = [None]
         if kernel is not None and takes_kernel:
@@ -301,6 +309,9 @@ def _load_programs(artifact: Artifact, names: list[str], kernel: str | None) -> 
             kname = str(getattr(program, "kernel", "") or k or "")
             programs.append(_Program(name, kname, program, backend, dict(info) if isinstance(info, dict) else {},
                                      label=name if len(kernels) == 1 else f"{name}[{kname}]"))
+    if not programs:
+        raise ValueError(f"none of the backends {', '.join(names)} runs this artifact "
+                         f"(it needs {', '.join(sorted(needed))})")
     if kernel is not None and not variant_backends:
         raise ValueError(f"--kernel {kernel}: none of the backends {', '.join(names)} has kernel variants")
     return programs
