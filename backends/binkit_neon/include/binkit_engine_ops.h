@@ -610,42 +610,49 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
         while (jhi > jlo && t * op->sw + (jhi - 1) * op->dw - op->pl >= T) --jhi;
         const int64_t t0 = t * op->sw - op->pl;
         const int64_t C16 = C & ~(int64_t)15;
-        /* dots of every channel (padded to Cp: S pads with +1, wm with 0) -> y, transformed */
-        for (int64_t c0 = 0; c0 < Cp; c0 += 16) {
-            VF d[BK_VN];
-            for (int u = 0; u < BK_VN; ++u) d[u] = (VF){0};
+        /* dots of every channel (padded to Cp, a multiple of 64: S pads with +1, wm with 0) -> y,
+         * transformed; 64 channels at a time (4 x BK_VN independent accumulators: the tap sums
+         * are exact small integers, so the order is free) */
+        for (int64_t c64 = 0; c64 < Cp; c64 += 64) {
+            VF d[4][BK_VN];
+            for (int q = 0; q < 4; ++q)
+                for (int u = 0; u < BK_VN; ++u) d[q][u] = (VF){0};
             for (int64_t j = jlo; j < jhi; ++j) { /* padded taps contribute exactly 0: skipped */
-                const float *sp = S + (t0 + j * op->dw) * Cp + c0;
-                const uint32_t *wp = op->wm + j * Cp + c0;
-                for (int u = 0; u < BK_VN; ++u) {
-                    VI sv, wv;
-                    BK_LOADV(sv, sp + u * BK_VW);
-                    BK_LOADV(wv, wp + u * BK_VW);
-                    d[u] = d[u] + (VF)(sv ^ wv);
-                }
-            }
-            VF vv[BK_VN];
-            for (int u = 0; u < BK_VN; ++u) {
-                VF v = d[u];
-                if (c0 + 16 <= C16) {
-                    if (op->thr) {
-                        VI tv;
-                        BK_LOADV(tv, op->thr + c0 + u * BK_VW);
-                        const VI ge = d[u] >= __builtin_convertvector(tv, VF);
-                        v = (VF)(one | (~ge & signbit));
-                    } else {
-                        VF m, f;
-                        BK_LOADV(m, op->mult + c0 + u * BK_VW);
-                        BK_LOADV(f, op->offs + c0 + u * BK_VW);
-                        v = m * d[u] + f;
+                const float *sp = S + (t0 + j * op->dw) * Cp + c64;
+                const uint32_t *wp = op->wm + j * Cp + c64;
+                for (int q = 0; q < 4; ++q)
+                    for (int u = 0; u < BK_VN; ++u) {
+                        VI sv, wv;
+                        BK_LOADV(sv, sp + q * 16 + u * BK_VW);
+                        BK_LOADV(wv, wp + q * 16 + u * BK_VW);
+                        d[q][u] = d[q][u] + (VF)(sv ^ wv);
                     }
-                }
-                vv[u] = v;
             }
-            if (fast && c0 + 16 <= C16)
-                BK_FN(bk_fast16)(op, fast, vv, c0, slots, off, out);
-            else
-                memcpy(y + c0, vv, 64);
+            for (int q = 0; q < 4; ++q) {
+                const int64_t c0 = c64 + q * 16;
+                VF vv[BK_VN];
+                for (int u = 0; u < BK_VN; ++u) {
+                    VF v = d[q][u];
+                    if (c0 + 16 <= C16) {
+                        if (op->thr) {
+                            VI tv;
+                            BK_LOADV(tv, op->thr + c0 + u * BK_VW);
+                            const VI ge = v >= __builtin_convertvector(tv, VF);
+                            v = (VF)(one | (~ge & signbit));
+                        } else {
+                            VF m, f;
+                            BK_LOADV(m, op->mult + c0 + u * BK_VW);
+                            BK_LOADV(f, op->offs + c0 + u * BK_VW);
+                            v = m * v + f;
+                        }
+                    }
+                    vv[u] = v;
+                }
+                if (fast && c0 + 16 <= C16)
+                    BK_FN(bk_fast16)(op, fast, vv, c0, slots, off, out);
+                else
+                    memcpy(y + c0, vv, 64);
+            }
         }
         if (fast && C16 == C) continue;
         /* channel tail: scalar transform of the exact dots */
