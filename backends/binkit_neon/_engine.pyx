@@ -49,6 +49,10 @@ cdef extern from "binkit_engine.h" nogil:
         int64_t outer, chans, inner
         const int32_t *idx
         int64_t n
+        int32_t wplanes, iplanes
+        int64_t wb_plane, base_plane
+        const double *iscale
+        const double *wscale
         int32_t npost
         bk_post post[8]
     ctypedef struct bk_plan:
@@ -108,6 +112,13 @@ cdef const float *_fptr(object arr) except? NULL:
     return &mv[0]
 
 
+cdef const double *_dptr(object arr) except? NULL:
+    if arr is None:
+        return NULL
+    cdef const double[::1] mv = arr
+    return &mv[0]
+
+
 cdef const int32_t *_iptr(object arr) except? NULL:
     if arr is None:
         return NULL
@@ -117,7 +128,8 @@ cdef const int32_t *_iptr(object arr) except? NULL:
 
 _INT_FIELDS = ("C", "H", "W", "in_sc", "in_sh", "in_sw", "O", "Ho", "Wo", "out_so", "out_sh",
                "out_sw", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pb", "pl", "pr", "groups",
-               "words", "kwords", "nb", "opad", "outer", "chans", "inner", "n", "owords", "rwords")
+               "words", "kwords", "nb", "opad", "outer", "chans", "inner", "n", "owords", "rwords",
+               "wb_plane", "base_plane")
 
 
 cdef class Plan:
@@ -161,7 +173,10 @@ cdef class Plan:
             op.prepacked = d.get("prepacked", 0)
             op.bits_out = d.get("bits_out", 0)
             op.rowmode = d.get("rowmode", 0)
-            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "wf", "bias", "wm", "idx"):
+            op.wplanes = d.get("wplanes", 1)
+            op.iplanes = d.get("iplanes", 1)
+            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "wf", "bias", "wm", "idx",
+                        "iscale", "wscale"):
                 if d.get(key) is not None:
                     self.keep.append(d[key])
             if d.get("wb") is not None:
@@ -179,6 +194,8 @@ cdef class Plan:
             op.offs = _fptr(d.get("offs"))
             op.wf = _fptr(d.get("wf"))
             op.bias = _fptr(d.get("bias"))
+            op.iscale = _dptr(d.get("iscale"))
+            op.wscale = _dptr(d.get("wscale"))
             posts = d.get("post", [])
             if len(posts) > BK_MAX_POST:
                 raise ValueError("too many fused post-ops")
@@ -287,6 +304,8 @@ cdef void _set_int(bk_op *op, str name, int64_t v):
     elif name == "n": op.n = v
     elif name == "owords": op.owords = v
     elif name == "rwords": op.rwords = v
+    elif name == "wb_plane": op.wb_plane = v
+    elif name == "base_plane": op.base_plane = v
     else:
         raise KeyError(name)
 

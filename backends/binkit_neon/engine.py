@@ -27,6 +27,14 @@ Planning (Python, once per view at load):
    blocked by 8 output channels with words interleaved; the exact-zero padding correction per
    border pattern; float weights transposed to [tap][output channel]; float16 widened.
 
+Bit-serial multi-plane binary ops (attrs ``weight_planes`` P / ``input_planes`` Q > 1, the
+``"multiplane"`` artifact feature this backend declares) lower to their own C ops (MBCONV,
+MBDW): the input is decomposed into Q residual sign planes in float64 (as the reference), each
+plane runs the one-plane pack / im2col / popcount GEMM against each of the P weight planes
+(integer counts, exact zero padding per plane), and the dots are combined with the scales in
+float64 in a fixed order (q outer, p inner) before the usual transform and fused post-ops.
+Single-plane ops are planned and run exactly as before.
+
 Kernel variants (``binkit_neon.available_kernels()``): ``scalar``, ``popcnt``, ``avx2``,
 ``avx512`` on x86 and ``neon`` on aarch64 (or on x86 through SIMDe in a ``-DBINKIT_USE_SIMDE``
 build). The default is the fastest the CPU supports; ``BINKIT_NEON_KERNEL=<name>`` or
@@ -66,7 +74,7 @@ _ISA = {
 }
 
 # C op / post-op kinds (binkit_engine.h)
-_CONV_FP, _BCONV, _BDW, _EPI, _GATHER = 1, 2, 3, 4, 5
+_CONV_FP, _BCONV, _BDW, _EPI, _GATHER, _MBCONV, _MBDW = 1, 2, 3, 4, 5, 6, 7
 _P_AFFINE, _P_PRELU, _P_RELU, _P_ADD = 1, 2, 3, 4
 _MAX_POST = _engine.MAX_POST
 _ELEMENTWISE = ("affine", "prelu", "relu", "add")
@@ -271,6 +279,12 @@ def _block_weights(rows: np.ndarray) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(padded.reshape(nb, 8, k).transpose(0, 2, 1)).ravel(), nb
 
 
+def _planes(op: dict) -> tuple[int, int]:
+    """(weight planes P, input planes Q) of a binary op (artifact attrs; absent = 1)."""
+    a = op["attrs"]
+    return int(a.get("weight_planes", 1)), int(a.get("input_planes", 1))
+
+
 def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
@@ -322,6 +336,17 @@ class _Planner:
             return {"thr": np.ascontiguousarray(thr, dtype=np.int32)}
         return {"mult": _f32(self._t(op, "multiplier")), "offs": _f32(self._t(op, "offset"))}
 
+    def _plane_fields(self, op: dict, npw: int, npi: int, o: int) -> dict[str, Any]:
+        """A multi-plane op's scales in float64: a_q (``iscale``, [1] for one input plane) and
+        t_{p,o} (``wscale`` (P, O), ones for one weight plane)."""
+        if "threshold" in op["tensors"]:
+            raise ArtifactError(f"op {op.get('name', op['op'])!r}: a sign threshold with several planes")
+        isc = self._t(op, "input_scales") if npi > 1 else np.ones(1)
+        wsc = self._t(op, "weight_scales") if npw > 1 else np.ones((1, o))
+        return {"wplanes": npw, "iplanes": npi,
+                "iscale": np.ascontiguousarray(np.asarray(isc, np.float64).reshape(npi)),
+                "wscale": np.ascontiguousarray(np.asarray(wsc, np.float64).reshape(npw * o))}
+
     def _maybe_bits_out(self, fields: dict, out_name: str, out: _Val, feature_last: bool, positions: int) -> None:
         """A sign-threshold op whose every consumer is a direct binary op packing along the same
         axis writes packed rows instead of +-1 floats (the consumer skips its packing)."""
@@ -332,6 +357,8 @@ class _Planner:
             return
         for op in consumers:
             a = op["attrs"]
+            if _planes(op) != (1, 1):
+                return  # a multi-plane consumer decomposes float values
             if feature_last:
                 ok = op["op"] == "blinear"
             else:
@@ -607,11 +634,14 @@ class _Planner:
         kind = op["op"]
         a = op["attrs"]
         name = op["inputs"][0]
-        weight = self._t(op, "weight")
+        npw, npi = _planes(op)
+        planes = [self._t(op, "weight")[p] for p in range(npw)] if npw > 1 else [self._t(op, "weight")]
+        weight = planes[0]
         o = weight.shape[0]
         out_name = op["outputs"][0]
         oshape = self.shapes[out_name]
         prepacked = self.vals[name].bits
+        assert not (prepacked and npw * npi > 1), "multi-plane ops never take packed rows"
         if kind == "blinear":
             c = a["in_features"]
             if prepacked:
@@ -651,20 +681,10 @@ class _Planner:
         taps = kh * kw
         direct = int(taps == 1 and s_h == 1 and s_w == 1 and not (pt or pb or pl or pr))
         assert direct or not prepacked, "packed rows only feed direct binary ops"
-        if direct:
-            rows_w = np.ascontiguousarray(wtaps.reshape(o, words))
-        else:
-            bits = _unpack_bits(wtaps, c).reshape(o, taps * c)  # dense receptive field
-            rows_w = _pack_bits(bits)
-        kwords = rows_w.shape[1]
         # dense bit rows for the im2col when channels do not fill words and taps along a row are
         # adjacent: one bit window per kernel row instead of one append per tap
         rowmode = int(not direct and c % 64 != 0 and d_w == 1 and kw > 1)
         rwords = num_words((wd + pl + pr) * c) + 1 if rowmode else 0
-        wb, nb = _block_weights(rows_w)
-        # exact zero padding: base[pattern][o] = C * valid taps + 2 * popcount(weights of padded taps)
-        pc = np.bitwise_count(wtaps).sum(-1).astype(np.int64) if hasattr(np, "bitwise_count") else \
-            _unpack_bits(wtaps, c).sum(-1).astype(np.int64)  # (O, kh, kw)
         vy = [tuple(0 <= oy * s_h + ky * d_h - pt < h for ky in range(kh)) for oy in range(ho)]
         vx = [tuple(0 <= ox * s_w + kx * d_w - pl < wd for kx in range(kw)) for ox in range(wo)]
         keys: dict[tuple, int] = {}
@@ -672,15 +692,40 @@ class _Planner:
         for oy in range(ho):
             for ox in range(wo):
                 pat[oy * wo + ox] = keys.setdefault((vy[oy], vx[ox]), len(keys))
-        base = np.zeros((len(keys), nb * 8), np.int32)
+        wbs, bases = [], []
+        for wplane in planes:
+            wtaps = wplane.reshape(wtaps.shape)
+            if direct:
+                rows_w = np.ascontiguousarray(wtaps.reshape(o, words))
+            else:
+                bits = _unpack_bits(wtaps, c).reshape(o, taps * c)  # dense receptive field
+                rows_w = _pack_bits(bits)
+            kwords = rows_w.shape[1]
+            wb, nb = _block_weights(rows_w)
+            # exact zero padding: base[pattern][o] = C * valid taps + 2 * popcount(weights of padded taps)
+            pc = np.bitwise_count(wtaps).sum(-1).astype(np.int64) if hasattr(np, "bitwise_count") else \
+                _unpack_bits(wtaps, c).sum(-1).astype(np.int64)  # (O, kh, kw)
+            base = np.zeros((len(keys), nb * 8), np.int32)
+            for (ry, rx), k in keys.items():
+                mask = np.outer(ry, rx)
+                base[k, :o] = c * int(mask.sum()) + 2 * pc[:, ~mask].sum(-1)
+            wbs.append(wb)
+            bases.append(base.ravel())
         macs = 0
-        for (ry, rx), k in keys.items():
-            mask = np.outer(ry, rx)
-            base[k, :o] = c * int(mask.sum()) + 2 * pc[:, ~mask].sum(-1)
         counts = np.bincount(pat, minlength=len(keys))
         for (ry, rx), k in keys.items():
             macs += int(counts[k]) * c * int(np.outer(ry, rx).sum()) * o
-        self.macs[pos] = macs
+        self.macs[pos] = macs * npw * npi
+        if npw * npi > 1:
+            fields = dict(kind=_MBCONV, C=c, H=h, W=wd, in_sc=sc, in_sh=sh_, in_sw=sw_, O=o, Ho=ho, Wo=wo,
+                          out_so=oso, out_sh=osh, out_sw=osw, kh=kh, kw=kw, sh=s_h, sw=s_w, dh=d_h, dw=d_w,
+                          pt=pt, pb=pb, pl=pl, pr=pr, groups=1, direct=direct, words=words, kwords=kwords,
+                          nb=nb, rowmode=rowmode, rwords=rwords, wb=np.concatenate(wbs),
+                          base=np.concatenate(bases), pat=pat if len(keys) > 1 else None,
+                          wb_plane=wbs[0].size, base_plane=bases[0].size,
+                          **self._plane_fields(op, npw, npi, o), **self._output_transform(op))
+            return self._emit(pos, fields, val, out_name, out, True, chan_axis)
+        base = bases[0].reshape(len(keys), nb * 8)
         fields = dict(kind=_BCONV, C=c, H=h, W=wd, in_sc=sc, in_sh=sh_, in_sw=sw_, O=o, Ho=ho, Wo=wo,
                       out_so=oso, out_sh=osh, out_sw=osw, kh=kh, kw=kw, sh=s_h, sw=s_w, dh=d_h, dw=d_w,
                       pt=pt, pb=pb, pl=pl, pr=pr, groups=1, direct=direct, prepacked=int(prepacked),
@@ -705,14 +750,24 @@ class _Planner:
         c, t = val.shape
         (k,), (s,), (d,), ((pl, pr),) = a["kernel_size"], a["stride"], a["dilation"], a["padding"]
         cp = -(-c // 64) * 64
-        wm = np.zeros((k, cp), np.uint32)  # float sign-bit masks: bit 1 (= -1) -> 0x80000000
-        wm[:, :c] = _unpack_bits(self._t(op, "weight"), c).astype(np.uint32) << np.uint32(31)
+        npw, npi = _planes(op)
+        weight = self._t(op, "weight")
+        if npw == 1:
+            weight = weight[None]
+        wm = np.zeros((npw, k, cp), np.uint32)  # float sign-bit masks: bit 1 (= -1) -> 0x80000000
+        wm[:, :, :c] = _unpack_bits(weight, c).astype(np.uint32) << np.uint32(31)
         out_name = op["outputs"][0]
         oshape = self.shapes[out_name]
         out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, False))
         ost = out.strides()
         to = oshape[1]
-        self.macs[pos] = c * sum(sum(0 <= tt * s + j * d - pl < t for j in range(k)) for tt in range(to))
+        self.macs[pos] = c * sum(sum(0 <= tt * s + j * d - pl < t for j in range(k)) for tt in range(to)) * npw * npi
+        if npw * npi > 1:
+            fields = dict(kind=_MBDW, C=c, H=1, W=t, in_sc=st[0], in_sh=0, in_sw=st[1], O=c, Ho=1, Wo=to,
+                          out_so=ost[0], out_sh=0, out_sw=ost[1], kh=1, kw=k, sh=1, sw=s, dh=1, dw=d,
+                          pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(),
+                          **self._plane_fields(op, npw, npi, c), **self._output_transform(op))
+            return self._emit(pos, fields, val, out_name, out, True, 0)
         fields = dict(kind=_BDW, C=c, H=1, W=t, in_sc=st[0], in_sh=0, in_sw=st[1], O=c, Ho=1, Wo=to,
                       out_so=ost[0], out_sh=0, out_sw=ost[1], kh=1, kw=k, sh=1, sw=s, dh=1, dw=d,
                       pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(), **self._output_transform(op))
@@ -918,6 +973,8 @@ class NeonBackend:
     """Backend ``"neon"``: ``load(path or Artifact, kernel=None) -> Program``."""
 
     name = "neon"
+    #: Optional artifact features it runs (:func:`binkit.runtime.artifact.required_features`).
+    features = frozenset({"multiplane"})
 
     def load(self, source: str | os.PathLike | Artifact, kernel: str | None = None) -> Program:
         artifact = source if isinstance(source, Artifact) else load_artifact(Path(source))

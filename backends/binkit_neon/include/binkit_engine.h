@@ -28,6 +28,11 @@
  *   BK_OP_BDW      binary depthwise 1-D conv: signs as bytes (x < 0), per channel count of
  *                  disagreements over the valid taps (padded taps are skipped), vectorised across
  *                  channels; dot = valid taps - 2 * count.
+ *   BK_OP_MBCONV   bit-serial multi-plane BCONV (artifact attrs weight_planes / input_planes): the
+ *                  input decomposed into iplanes residual sign planes (in double), the pack, im2col
+ *                  and GEMM of BCONV per (input plane, weight plane) pair, the integer dots combined
+ *                  with the plane scales in double (binkit_engine_ops.h), then the float transform.
+ *   BK_OP_MBDW     the same for the binary depthwise 1-D conv (integer per-channel dots).
  *   BK_OP_EPI      element-wise chain (affine, prelu, relu, add) over a value seen as
  *                  (outer, channels, inner).
  *   BK_OP_GATHER   out[i] = in[idx[i]] (a layout change that no op could absorb).
@@ -55,7 +60,8 @@
 
 #include "binkit_kernels.h"
 
-enum { BK_OP_CONV_FP = 1, BK_OP_BCONV = 2, BK_OP_BDW = 3, BK_OP_EPI = 4, BK_OP_GATHER = 5 };
+enum { BK_OP_CONV_FP = 1, BK_OP_BCONV = 2, BK_OP_BDW = 3, BK_OP_EPI = 4, BK_OP_GATHER = 5, BK_OP_MBCONV = 6,
+       BK_OP_MBDW = 7 };
 enum { BK_POST_AFFINE = 1, BK_POST_PRELU = 2, BK_POST_RELU = 3, BK_POST_ADD = 4 };
 
 #define BK_MAX_POST 8
@@ -105,6 +111,11 @@ typedef struct {
     int64_t outer, chans, inner;     /* EPI */
     const int32_t *idx;              /* GATHER */
     int64_t n;                       /* EPI / GATHER: element count */
+    /* MBCONV / MBDW (multi-plane): wb / base (MBCONV) and wm (MBDW) hold wplanes planes, wb_plane
+       words and base_plane ints apart; iscale [iplanes] = a_q; wscale [wplanes][O] = t_{p,o} */
+    int32_t wplanes, iplanes;
+    int64_t wb_plane, base_plane;
+    const double *iscale, *wscale;
     int32_t npost;
     bk_post post[BK_MAX_POST];
 } bk_op;
@@ -147,16 +158,26 @@ static inline size_t bk_bconv_col_words(const bk_op *op) {
     return op->direct ? 0 : (size_t)(op->Ho * op->Wo * op->kwords);
 }
 
+static inline size_t bk_bconv_scratch_bytes(const bk_op *op) {
+    return BK_ALIGN(bk_bconv_grid_words(op) * 8) + BK_ALIGN(bk_bconv_col_words(op) * 8) +
+           BK_ALIGN((size_t)(op->Ho * op->Wo * op->nb * 8) * 4) + BK_ALIGN((size_t)(op->nb * 8) * 4) +
+           (op->rowmode ? BK_ALIGN(((size_t)(op->W * op->C) / 64 + 2) * 8) : 0);
+}
+
 static inline size_t bk_op_scratch_bytes(const bk_op *op) {
     switch (op->kind) {
     case BK_OP_CONV_FP:
         return BK_ALIGN(bk_conv_fp_stage_floats(op) * 4) + BK_ALIGN(64 * 4);
     case BK_OP_BCONV:
-        return BK_ALIGN(bk_bconv_grid_words(op) * 8) + BK_ALIGN(bk_bconv_col_words(op) * 8) +
-               BK_ALIGN((size_t)(op->Ho * op->Wo * op->nb * 8) * 4) + BK_ALIGN((size_t)(op->nb * 8) * 4) +
-               (op->rowmode ? BK_ALIGN(((size_t)(op->W * op->C) / 64 + 2) * 8) : 0);
+        return bk_bconv_scratch_bytes(op);
+    case BK_OP_MBCONV: /* BCONV's, then the residual (double), the sign plane, the sums (double) */
+        return bk_bconv_scratch_bytes(op) + BK_ALIGN((size_t)(op->C * op->H * op->W) * 8) +
+               BK_ALIGN((size_t)(op->C * op->H * op->W) * 4) + BK_ALIGN((size_t)(op->Ho * op->Wo * op->O) * 8);
     case BK_OP_BDW:
         return BK_ALIGN((size_t)(op->W * op->opad) * 4) + BK_ALIGN((size_t)op->opad * 4);
+    case BK_OP_MBDW:
+        return BK_ALIGN((size_t)(op->W * op->C) * 8) + BK_ALIGN((size_t)(op->W * op->opad) * 4) +
+               BK_ALIGN((size_t)(op->Wo * op->C) * 8) + 2 * BK_ALIGN((size_t)op->opad * 4);
     default:
         return 0;
     }

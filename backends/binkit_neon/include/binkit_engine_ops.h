@@ -376,29 +376,22 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
 
 /* ---- binary conv / linear ------------------------------------------------------------------ */
 
-BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op, float *const *slots, uint8_t *scr) {
-    const float *x = slots[op->in];
-    float *out = slots[op->out];
+/* Steps 1 and 2 of a binary conv: the packed input grid and (unless direct) the dense
+ * receptive-field rows; returns the GEMM rows and their stride (words). x: the input floats at
+ * the op's strides (or, prepacked, the packed rows); tmp_row: one packed row of scratch (rowmode). */
+BK_ATTR static inline __attribute__((always_inline)) const uint64_t *BK_FN(bk_bconv_rows)(
+    const bk_op *op, float *x, uint64_t *grid, uint64_t *col, uint64_t *tmp_row, size_t *lda_out) {
     const int64_t C = op->C, H = op->H, W = op->W, words = op->words;
     const int64_t Wp = W + op->pl + op->pr;
-    const int64_t P = op->Ho * op->Wo, ldc = op->nb * 8;
-    uint64_t *grid = (uint64_t *)(void *)scr;
-    uint8_t *q = scr + BK_ALIGN(bk_bconv_grid_words(op) * 8);
-    uint64_t *col = (uint64_t *)(void *)q;
-    q += BK_ALIGN(bk_bconv_col_words(op) * 8);
-    int32_t *cnt = (int32_t *)(void *)q;
-    q += BK_ALIGN((size_t)(P * ldc) * 4);
-    float *y = (float *)(void *)q;
-
     /* 1. pack the input into the zero-padded grid of words (padding positions: 0 bits) */
     const int padded = (op->pt | op->pb | op->pl | op->pr) != 0;
     if (padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
     if (op->prepacked) {
-        grid = (uint64_t *)(void *)slots[op->in]; /* direct: the rows as they are */
+        grid = (uint64_t *)(void *)x; /* direct: the rows as they are */
     } else if (op->rowmode) {
         /* dense rows: bit ((x + pl) * C + c) of padded row y + pt is channel c of pixel (y, x) */
         if (!padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
-        uint64_t *tmp = (uint64_t *)(void *)((uint8_t *)y + BK_ALIGN((size_t)(op->nb * 8) * 4)); /* a packed row */
+        uint64_t *tmp = tmp_row; /* a packed row */
         const int contiguous = op->in_sc == 1 && op->in_sw == C;
         for (int64_t i = 0; i < H; ++i) {
             uint64_t *row = grid + (i + op->pt) * op->rwords;
@@ -494,6 +487,25 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
         A = col;
         lda = (size_t)kwords;
     }
+
+    *lda_out = lda;
+    return A;
+}
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op, float *const *slots, uint8_t *scr) {
+    float *out = slots[op->out];
+    const int64_t P = op->Ho * op->Wo, ldc = op->nb * 8;
+    uint64_t *grid = (uint64_t *)(void *)scr;
+    uint8_t *q = scr + BK_ALIGN(bk_bconv_grid_words(op) * 8);
+    uint64_t *col = (uint64_t *)(void *)q;
+    q += BK_ALIGN(bk_bconv_col_words(op) * 8);
+    int32_t *cnt = (int32_t *)(void *)q;
+    q += BK_ALIGN((size_t)(P * ldc) * 4);
+    float *y = (float *)(void *)q;
+
+    size_t lda;
+    const uint64_t *A = BK_FN(bk_bconv_rows)(op, slots[op->in], grid, col,
+                                             (uint64_t *)(void *)((uint8_t *)y + BK_ALIGN((size_t)(op->nb * 8) * 4)), &lda);
 
     /* 3. counts */
     BK_GEMM(A, lda, (size_t)P, op->wb, lda, (size_t)op->nb, cnt, (size_t)ldc);
@@ -668,6 +680,124 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     }
 }
 
+/* ---- bit-serial multi-plane binary ops ------------------------------------------------------
+ * Q input planes (greedy residual signs in double: r_1 = x, b_q = sign(r_q) with sign(0) = +1,
+ * r_{q+1} = r_q - a_q b_q) against P weight planes:
+ *     dot_o = sum_q sum_p a_q * (t_{p,o} * dot_pm1(b_q, W_p)[o])    (double, q outer, p inner)
+ *     y_o   = (float)(multiplier_o * dot_o + offset_o)             (double)
+ * then the post-ops in float.  The integer dots are the one-plane ones (exact zero padding per
+ * plane); the double arithmetic is scalar per output and the same in every variant (no FMA). */
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_mbconv)(const bk_op *op, float *const *slots, uint8_t *scr) {
+    const float *x = slots[op->in];
+    float *out = slots[op->out];
+    const int64_t C = op->C, H = op->H, W = op->W, N = C * H * W, O = op->O;
+    const int64_t P = op->Ho * op->Wo, ldc = op->nb * 8;
+    uint64_t *grid = (uint64_t *)(void *)scr;
+    uint8_t *q = scr + BK_ALIGN(bk_bconv_grid_words(op) * 8);
+    uint64_t *col = (uint64_t *)(void *)q;
+    q += BK_ALIGN(bk_bconv_col_words(op) * 8);
+    int32_t *cnt = (int32_t *)(void *)q;
+    q += BK_ALIGN((size_t)(P * ldc) * 4);
+    float *y = (float *)(void *)q;
+    uint64_t *tmp = (uint64_t *)(void *)((uint8_t *)y + BK_ALIGN((size_t)(op->nb * 8) * 4));
+    uint8_t *e = scr + bk_bconv_scratch_bytes(op);
+    double *R = (double *)(void *)e;
+    e += BK_ALIGN((size_t)N * 8);
+    float *S = (float *)(void *)e;
+    e += BK_ALIGN((size_t)N * 4);
+    double *acc = (double *)(void *)e;
+    for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+            const float *s = x + i * op->in_sh + j * op->in_sw;
+            double *r = R + (i * W + j) * C;
+            for (int64_t c = 0; c < C; ++c) r[c] = (double)s[c * op->in_sc];
+        }
+    for (int64_t i = 0; i < P * O; ++i) acc[i] = 0.0;
+    bk_op sub = *op; /* the sign plane S: channels-last, contiguous */
+    sub.in_sc = 1;
+    sub.in_sw = C;
+    sub.in_sh = W * C;
+    sub.prepacked = 0;
+    for (int32_t iq = 0; iq < op->iplanes; ++iq) {
+        const double a = op->iscale[iq];
+        for (int64_t n = 0; n < N; ++n) S[n] = R[n] < 0.0 ? -1.0f : 1.0f;
+        if (iq + 1 < op->iplanes)
+            for (int64_t n = 0; n < N; ++n) R[n] = R[n] - a * (R[n] < 0.0 ? -1.0 : 1.0);
+        size_t lda;
+        const uint64_t *A = BK_FN(bk_bconv_rows)(&sub, S, grid, col, tmp, &lda);
+        for (int32_t ip = 0; ip < op->wplanes; ++ip) {
+            BK_GEMM(A, lda, (size_t)P, op->wb + ip * op->wb_plane, lda, (size_t)op->nb, cnt, (size_t)ldc);
+            const int32_t *bp = op->base + ip * op->base_plane;
+            const double *t = op->wscale + ip * O;
+            for (int64_t p = 0; p < P; ++p) {
+                const int32_t *restrict b = bp + (op->pat ? (int64_t)op->pat[p] * ldc : 0);
+                const int32_t *restrict c = cnt + p * ldc;
+                double *restrict ac = acc + p * O;
+                for (int64_t o = 0; o < O; ++o) ac[o] = ac[o] + a * (t[o] * (double)(b[o] - 2 * c[o]));
+            }
+        }
+    }
+    for (int64_t oy = 0; oy < op->Ho; ++oy)
+        for (int64_t ox = 0; ox < op->Wo; ++ox) {
+            const int64_t p = oy * op->Wo + ox;
+            const int64_t off = oy * op->out_sh + ox * op->out_sw;
+            const double *ac = acc + p * O;
+            for (int64_t o = 0; o < O; ++o) y[o] = (float)((double)op->mult[o] * ac[o] + (double)op->offs[o]);
+            BK_FN(bk_post_apply)(op, y, O, 0, 1, slots, off, op->out_so);
+            BK_FN(bk_store)(out + off, y, O, op->out_so);
+        }
+}
+
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_mbdw)(const bk_op *op, float *const *slots, uint8_t *scr) {
+    const float *x = slots[op->in];
+    float *out = slots[op->out];
+    const int64_t C = op->C, T = op->W, Cp = op->opad, Wo = op->Wo;
+    double *R = (double *)(void *)scr;
+    uint8_t *e = scr + BK_ALIGN((size_t)(T * C) * 8);
+    uint32_t *S = (uint32_t *)(void *)e; /* sign-bit masks of the plane (0x80000000 = -1) */
+    e += BK_ALIGN((size_t)(T * Cp) * 4);
+    double *acc = (double *)(void *)e;
+    e += BK_ALIGN((size_t)(Wo * C) * 8);
+    int32_t *D = (int32_t *)(void *)e;
+    e += BK_ALIGN((size_t)Cp * 4);
+    float *y = (float *)(void *)e;
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < C; ++c) R[t * C + c] = (double)x[t * op->in_sw + c * op->in_sc];
+    for (int64_t i = 0; i < Wo * C; ++i) acc[i] = 0.0;
+    for (int32_t iq = 0; iq < op->iplanes; ++iq) {
+        const double a = op->iscale[iq];
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t c = 0; c < C; ++c) {
+                const double r = R[t * C + c];
+                S[t * Cp + c] = r < 0.0 ? 0x80000000u : 0u;
+                if (iq + 1 < op->iplanes) R[t * C + c] = r - a * (r < 0.0 ? -1.0 : 1.0);
+            }
+        for (int32_t ip = 0; ip < op->wplanes; ++ip) {
+            const uint32_t *wm = op->wm + ip * op->kw * Cp;
+            const double *ts = op->wscale + ip * C;
+            for (int64_t t = 0; t < Wo; ++t) {
+                for (int64_t c = 0; c < C; ++c) D[c] = 0;
+                for (int64_t j = 0; j < op->kw; ++j) {
+                    const int64_t ti = t * op->sw + j * op->dw - op->pl;
+                    if (ti < 0 || ti >= T) continue; /* padded taps contribute exactly 0 */
+                    const uint32_t *restrict sp = S + ti * Cp, *restrict wp = wm + j * Cp;
+                    for (int64_t c = 0; c < C; ++c) D[c] += 1 - 2 * (int32_t)((sp[c] ^ wp[c]) >> 31);
+                }
+                double *restrict ac = acc + t * C;
+                for (int64_t c = 0; c < C; ++c) ac[c] = ac[c] + a * (ts[c] * (double)D[c]);
+            }
+        }
+    }
+    for (int64_t t = 0; t < Wo; ++t) {
+        const int64_t off = t * op->out_sw;
+        const double *ac = acc + t * C;
+        for (int64_t c = 0; c < C; ++c) y[c] = (float)((double)op->mult[c] * ac[c] + (double)op->offs[c]);
+        BK_FN(bk_post_apply)(op, y, C, 0, 1, slots, off, op->out_so);
+        BK_FN(bk_store)(out + off, y, C, op->out_so);
+    }
+}
+
 /* ---- element-wise chain --------------------------------------------------------------------- */
 
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_epi)(const bk_op *op, float *const *slots) {
@@ -724,6 +854,8 @@ BK_ATTR static void BK_FN(bk_run_ops)(const bk_plan *plan, float *const *slots, 
         case BK_OP_CONV_FP: BK_FN(bk_op_conv_fp)(op, slots, scratch); break;
         case BK_OP_BCONV: BK_FN(bk_op_bconv)(op, slots, scratch); break;
         case BK_OP_BDW: BK_FN(bk_op_bdw)(op, slots, scratch); break;
+        case BK_OP_MBCONV: BK_FN(bk_op_mbconv)(op, slots, scratch); break;
+        case BK_OP_MBDW: BK_FN(bk_op_mbdw)(op, slots, scratch); break;
         case BK_OP_EPI: BK_FN(bk_op_epi)(op, slots); break;
         case BK_OP_GATHER: BK_FN(bk_op_gather)(op, slots); break;
         default: break;

@@ -9,7 +9,10 @@ batch 1 and 64, and every view.
 
 Checks: per clip max |engine - reference| / max |reference| <= 1e-4 and the same argmax; every
 available kernel variant gives bitwise identical logits. ``BINKIT_ENGINE_QUICK=1`` (the qemu
-stage) skips the batch-64 sweep.
+stage) skips the batch-64 sweep (and the batch-17 multi-plane one).
+
+Multi-plane (bit-serial) ops: every binary op kind with (P, Q) in (2, 1), (1, 3), (4, 4), (3, 2),
+1/63/65/130 channels, read straight from features drawn away from residual near-ties.
 """
 
 from __future__ import annotations
@@ -469,3 +472,175 @@ def test_engine_import_and_neon_load_are_torch_free(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok")
+
+
+# ---------------------------------------------------------------------------------------------
+# bit-serial multi-plane binary ops (attrs weight_planes P / input_planes Q)
+# ---------------------------------------------------------------------------------------------
+
+MP_PLANES = [(2, 1), (1, 3), (4, 4), (3, 2)]
+MP_CHANNELS = [1, 63, 65, 130]
+MP_MARGIN = 1e-5  # no residual this close to 0 but exact zeros (random data near ties may flip a bit)
+
+
+def _mp_input_scales(q: int, rng) -> np.ndarray:
+    """Decreasing a_q > 0 whose residual chain for an exact zero input (-a_1, a_2 - a_1, ...) never
+    comes near 0 unless exactly 0."""
+    while True:
+        a = (rng.uniform(0.6, 1.2) * 0.55 ** np.arange(q) * rng.uniform(0.85, 1.15, q)).astype(np.float32)
+        r, ok = 0.0, True
+        for s in a.astype(np.float64):
+            r = r - s * (-1.0 if r < 0 else 1.0)
+            ok &= r == 0 or abs(r) > 1e-3
+        if ok:
+            return a
+
+
+def _mp_residuals(x: np.ndarray, scales: np.ndarray) -> list[np.ndarray]:
+    """r_1 .. r_Q of the reference's float64 decomposition."""
+    out, r = [], x.astype(np.float64)
+    for a in scales.astype(np.float64):
+        out.append(r)
+        r = r - a * np.where(r < 0, -1.0, 1.0)
+    return out
+
+
+def mp_features(shape, batch: int, seed: int, scales: np.ndarray) -> np.ndarray:
+    """``features`` (exact +-0.0 included), redrawn where a residual plane sits near a tie."""
+    rng = np.random.default_rng(seed)
+    x = features(shape, batch, seed)
+    x[-1, ..., -1] = -0.0  # at least one -0.0
+    zero = x == 0
+    for _ in range(100):
+        bad = np.zeros(x.shape, bool)
+        for r in _mp_residuals(x, scales):
+            bad |= (np.abs(r) < MP_MARGIN) & (r != 0)
+        bad &= ~zero
+        if not bad.any():
+            return x
+        x[bad] = rng.standard_normal(int(bad.sum())).astype(np.float32)
+    raise AssertionError("could not draw features away from residual ties")  # pragma: no cover
+
+
+def _mp_tensors(b: _Builder, p: int, q: int, out: int, isc: np.ndarray, *wshape: int) -> dict[str, np.ndarray]:
+    t = {}
+    if p > 1:
+        t["weight"] = np.stack([b.packed(*wshape) for _ in range(p)])
+        t["weight_scales"] = b.f32(p, out, lo=0.05, hi=0.5)
+    else:
+        t["weight"] = b.packed(*wshape)
+    if q > 1:
+        t["input_scales"] = isc
+    return t
+
+
+def build_mp_1d(path, c: int, p: int, q: int, seed: int = 3) -> tuple[str, np.ndarray]:
+    """(c, 9) input; one multi-plane op on the input per view: 'conv' (padded strided dilated
+    bconv1d -> prelu), 'pw' (1x1 bconv1d: direct rows), 'dw' (bdwconv1d -> affine, add),
+    'lin' (flatten -> blinear -> relu), each then flatten -> linear_fp."""
+    b = _Builder(seed + 10 * p + q)
+    L = len(LABELS)
+    isc = _mp_input_scales(q, b.rng)
+    planes = {"weight_planes": p, "input_planes": q} if (p, q) != (1, 1) else {}
+    ops: dict[str, list[int]] = {}
+    outs: dict[str, str] = {}
+
+    def view(name, first):
+        ops[name] = list(range(first, len(b.ops)))
+
+    n = len(b.ops)
+    x = b.op("bconv1d", ["input"], {**_bconv_attrs(c, [3], [2], [[2, 1]], [2]), **planes},
+             **_mp_tensors(b, p, q, c, isc, c, 3, c), **b.transform(c))                # (c, 4)
+    x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(c, lo=-0.5, hi=0.5))
+    x = b.op("flatten", [x])
+    outs["conv"] = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 4 * c), bias=b.f32(L))
+    view("conv", n)
+    n = len(b.ops)
+    x = b.op("bconv1d", ["input"], {**_bconv_attrs(c, [1], [1], [[0, 0]], [1]), **planes},
+             **_mp_tensors(b, p, q, 65, isc, 65, 1, c), **b.transform(65))             # (65, 9)
+    x = b.op("flatten", [x])
+    outs["pw"] = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 585, lo=-0.2, hi=0.2))
+    view("pw", n)
+    n = len(b.ops)
+    x = b.op("bdwconv1d", ["input"], {**_bconv_attrs(c, [3], [1], [[1, 2]], [2]), **planes},
+             **_mp_tensors(b, p, q, c, isc, 3, c), **b.transform(c))                   # (c, 8)
+    x = b.op("affine", [x], {"axis": 0}, multiplier=b.f32(c, lo=0.5, hi=1.5), offset=b.f32(c))
+    x = b.op("flatten", [x])
+    outs["dw"] = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 8 * c), bias=b.f32(L))
+    view("dw", n)
+    n = len(b.ops)
+    x = b.op("flatten", ["input"])
+    x = b.op("blinear", [x], {"in_features": 9 * c, **planes}, **_mp_tensors(b, p, q, 70, isc, 70, 9 * c),
+             **b.transform(70))
+    x = b.op("relu", [x])
+    outs["lin"] = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 70), bias=b.f32(L))
+    view("lin", n)
+    return b.save(path, (c, 9), ops, outs), isc
+
+
+def build_mp_2d(path, c: int, p: int, q: int, seed: int = 4) -> tuple[str, np.ndarray]:
+    """(c, 6, 7) input; 'conv': padded strided dilated bconv2d -> prelu -> flatten -> linear_fp."""
+    b = _Builder(seed + 10 * p + q)
+    L = len(LABELS)
+    isc = _mp_input_scales(q, b.rng)
+    planes = {"weight_planes": p, "input_planes": q}
+    x = b.op("bconv2d", ["input"], {**_bconv_attrs(c, [3, 2], [1, 2], [[2, 0], [1, 0]], [1, 2]), **planes},
+             **_mp_tensors(b, p, q, 65, isc, 65, 3, 2, c), **b.transform(65))          # (65, 6, 3)
+    x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(65, lo=-0.5, hi=0.5))
+    x = b.op("flatten", [x])
+    conv = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 65 * 18, lo=-0.1, hi=0.1), bias=b.f32(L))
+    return b.save(path, (c, 6, 7), {"conv": list(range(len(b.ops)))}, {"conv": conv}), isc
+
+
+@pytest.fixture(scope="module")
+def mp_artifacts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mp")
+    out = {}
+    for kind, build in (("1d", build_mp_1d), ("2d", build_mp_2d)):
+        for p, q in MP_PLANES:
+            for c in MP_CHANNELS:
+                path, isc = build(d / f"{kind}_{p}{q}_{c}.bkm", c, p, q)
+                out[(kind, p, q, c)] = (path, load_artifact(path), isc)
+    return out
+
+
+def _check_mp(entry, batch: int, seed: int) -> None:
+    _, art, isc = entry
+    ref = ReferenceProgram(art)
+    x = mp_features(art.input_shape, batch, seed, isc)
+    assert (x == 0).any() and (np.signbit(x) & (x == 0)).any()
+    progs = [Program(art, kernel=k) for k in KERNELS]
+    for view in art.views:
+        want = ref.run(x, view)
+        outs = [prog.run(x, view) for prog in progs]
+        compare(outs[0], want, f"{KERNELS[0]} view {view}")
+        for k, got in zip(KERNELS[1:], outs[1:]):
+            np.testing.assert_array_equal(got, outs[0], err_msg=f"{k} differs from {KERNELS[0]} (view {view})")
+
+
+@pytest.mark.parametrize("c", MP_CHANNELS)
+@pytest.mark.parametrize(("p", "q"), MP_PLANES)
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_multiplane_matches_reference_batch1(mp_artifacts, kind, p, q, c):
+    _check_mp(mp_artifacts[(kind, p, q, c)], 1, seed=7 * c + p + q)
+
+
+@heavy
+@pytest.mark.parametrize("c", MP_CHANNELS)
+@pytest.mark.parametrize(("p", "q"), MP_PLANES)
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_multiplane_matches_reference_batch17(mp_artifacts, kind, p, q, c):
+    _check_mp(mp_artifacts[(kind, p, q, c)], 17, seed=1000 + 7 * c + p + q)
+
+
+def test_multiplane_runtime_auto_picks_neon(mp_artifacts):
+    import binkit.runtime
+
+    path, art, isc = mp_artifacts[("1d", 3, 2, 65)]
+    assert "multiplane" in NeonBackend.features
+    model = binkit.runtime.load(path)
+    assert model.backend == "neon"
+    ref = binkit.runtime.load(path, backend="reference")
+    x = mp_features(art.input_shape, 3, 5, isc)
+    for view in art.views:
+        compare(model.logits(x, view), ref.logits(x, view), view)

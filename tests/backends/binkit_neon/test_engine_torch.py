@@ -99,3 +99,66 @@ def test_dfsmn_profile_covers_the_plan(dfsmn):
     conv2 = 16 * 32 * sum((min(oy * 2 + 3, 16) - max(oy * 2 - 2, 0)) for oy in range(8)) ** 2
     assert macs == conv2 + 256 * 128 * 8 + 8 * (2 * 128 * 256 * 8 + 128 * 34)
     assert sum(r["seconds"] for r in rows) > 0
+
+
+class _MPNet(nn.Module):
+    """(1, 8, 8) -> stem (float) -> bconv2d 63->65 s2 -> (65, 16) -> bdwconv1d -> bconv1d 65->63
+    -> flatten -> blinear 1008->65 -> head (float): every binary op kind, partial words."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 63, 3, padding=1)
+        self.bn0, self.act0 = nn.BatchNorm2d(63), nn.PReLU(63)
+        self.conv = nn.Conv2d(63, 65, 3, stride=2, padding=1)
+        self.bn1, self.act1 = nn.BatchNorm2d(65), nn.PReLU(65)
+        self.dw = nn.Conv1d(65, 65, 5, padding=2, groups=65)
+        self.bn2, self.act2 = nn.BatchNorm1d(65), nn.PReLU(65)
+        self.pw = nn.Conv1d(65, 63, 3, padding=1)
+        self.bn3, self.act3 = nn.BatchNorm1d(63), nn.PReLU(63)
+        self.fc = nn.Linear(63 * 16, 65)
+        self.bn4, self.act4 = nn.BatchNorm1d(65), nn.PReLU(65)
+        self.head = nn.Linear(65, 5)
+
+    def forward(self, x):
+        x = self.act0(self.bn0(self.stem(x)))
+        x = self.act1(self.bn1(self.conv(x))).flatten(2)
+        x = self.act2(self.bn2(self.dw(x)))
+        x = self.act3(self.bn3(self.pw(x))).flatten(1)
+        return self.head(self.act4(self.bn4(self.fc(x))))
+
+
+MP_CLIPS = 256
+
+
+@pytest.mark.parametrize("p, q", [(2, 1), (1, 3), (3, 2), (4, 4)], ids=lambda v: str(v))
+def test_residual_multiplane_engine_matches_torch(tmp_path, p, q):
+    """A 'residual'-binarized net (P weight planes, Q input planes in every binary op) exported and
+    run on the engine (picked by backend 'auto') against torch eval and the reference."""
+    torch.manual_seed(p * 10 + q)
+    net = binkit.binarize(_MPNet(), {"method": "residual", "params": {"weight_planes": p, "input_planes": q}})
+    net = _randomize_stats(net, p + q)
+    with torch.no_grad():  # trained-looking input scales
+        for m in net.modules():
+            if getattr(m, "log_scales", None) is not None:
+                m.log_scales.add_(torch.rand(m.log_scales.shape) * 0.4 - 0.2)
+    net.feature_shape = (1, 8, 8)
+    path = tmp_path / "mp.bkm"
+    export_model(net, path, labels=list("abcde"), float16=False)
+    rt = binkit.runtime.load(path)
+    assert rt.backend == "neon"
+    x = np.random.default_rng(q).standard_normal((MP_CLIPS, 1, 8, 8)).astype(np.float32)
+    x[:4] = 0.0
+    x[4:8, :, :3] = -0.0
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    got = rt.logits(x)
+    rel = np.abs(got - want).max(-1) / np.abs(want).max(-1)
+    # near-ties of a residual (torch decomposes in float32, the engine in float64) may flip a bit
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.99
+    assert (rel <= RTOL).mean() >= 0.99, np.sort(rel)[-5:]
+    ref = binkit.runtime.load(path, backend="reference").logits(x)
+    rel_ref = np.abs(got - ref).max(-1) / np.abs(ref).max(-1)
+    assert (rel_ref <= RTOL).mean() >= 0.99, np.sort(rel_ref)[-5:]
+    outs = [Program(rt.program.artifact, kernel=k).run(x[:32], None) for k in binkit_neon.available_kernels()]
+    for k, out in zip(binkit_neon.available_kernels(), outs):
+        np.testing.assert_array_equal(out, outs[0], err_msg=k)
