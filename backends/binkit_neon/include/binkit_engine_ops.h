@@ -186,26 +186,45 @@ static inline int BK_FN(bk_fast_chain)(const bk_op *op) {
     return 0;
 }
 
-/* Channels o..o+15 of one position in v: the chain `mode` (bk_fast_chain), then the store at
- * out + off + o (the same float operations as bk_post16 / bk_post_apply). */
-BK_ATTR static inline void BK_FN(bk_fast16)(const bk_op *op, int mode, VF v[BK_VN], int64_t o,
-                                            float *const *slots, int64_t off, float *out) {
+/* The fast chain with its parameters hoisted out of the op (read once per op, kept in registers:
+ * the stores through `out` may not alias them). */
+typedef struct {
+    int mode, pc;        /* bk_fast_chain; prelu slope per channel */
+    const float *a;      /* prelu slopes (mode >= 2) */
+    float a0;            /* the slope when shared */
+    const float *r;      /* mode 3: the ADD operand (the output's layout) */
+} BK_FN(bk_fastc);
+
+static inline BK_FN(bk_fastc) BK_FN(bk_fastc_make)(const bk_op *op, int mode, float *const *slots) {
+    BK_FN(bk_fastc) fc = {mode, 0, 0, 0.0f, 0};
     if (mode >= 2) {
-        const bk_post *p = &op->post[0];
+        fc.pc = op->post[0].per_channel != 0;
+        fc.a = op->post[0].a;
+        fc.a0 = op->post[0].a[0];
+    }
+    if (mode == 3) fc.r = slots[op->post[1].slot];
+    return fc;
+}
+
+/* Channels o..o+15 of one position in v: the chain fc.mode (bk_fast_chain), then the store at
+ * out + off + o (the same float operations as bk_post16 / bk_post_apply). */
+BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_fast16)(const BK_FN(bk_fastc) fc, VF v[BK_VN],
+                                                                            int64_t o, int64_t off, float *out) {
+    if (fc.mode >= 2) {
         for (int u = 0; u < BK_VN; ++u) {
             VF a;
-            if (p->per_channel) {
-                BK_LOADV(a, p->a + o + u * BK_VW);
+            if (fc.pc) {
+                BK_LOADV(a, fc.a + o + u * BK_VW);
             } else {
-                a = (VF){0} + p->a[0];
+                a = (VF){0} + fc.a0;
             }
             const VF neg = a * v[u];
             const VI m = v[u] >= (VF){0};
             v[u] = (VF)((m & (VI)v[u]) | (~m & (VI)neg));
         }
     }
-    if (mode == 3) {
-        const float *r = slots[op->post[1].slot] + off + o;
+    if (fc.mode == 3) {
+        const float *r = fc.r + off + o;
         for (int u = 0; u < BK_VN; ++u) {
             VF rv;
             BK_LOADV(rv, r + u * BK_VW);
@@ -514,12 +533,29 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
     const int64_t O = op->O, O16 = O & ~(int64_t)15;
     if (op->bits_out && op->cthr) {
         /* sign bits straight from the counts: bit 1 (x < 0) iff count > cthr */
+        const int32_t *const cthr = op->cthr, *const pat = op->pat;
+        const int64_t owords = op->owords;
+        uint64_t *const dst0 = (uint64_t *)(void *)out;
+        if ((ldc & 63) == 0 && owords * 64 == ldc) { /* whole words: four masks each */
+            for (int64_t p = 0; p < P; ++p) {
+                const int32_t *restrict ct = cthr + (pat ? (int64_t)pat[p] * ldc : 0);
+                const int32_t *restrict c = cnt + p * ldc;
+                uint64_t *restrict dst = dst0 + p * owords;
+                for (int64_t w = 0; w < owords; ++w) {
+                    const int32_t *cw = c + w * 64, *tw = ct + w * 64;
+                    dst[w] = (uint64_t)BK_GTMASK16(cw, tw) | ((uint64_t)BK_GTMASK16(cw + 16, tw + 16) << 16) |
+                             ((uint64_t)BK_GTMASK16(cw + 32, tw + 32) << 32) |
+                             ((uint64_t)BK_GTMASK16(cw + 48, tw + 48) << 48);
+                }
+            }
+            return;
+        }
         for (int64_t p = 0; p < P; ++p) {
-            const int32_t *restrict ct = op->cthr + (op->pat ? (int64_t)op->pat[p] * ldc : 0);
+            const int32_t *restrict ct = cthr + (pat ? (int64_t)pat[p] * ldc : 0);
             const int32_t *restrict c = cnt + p * ldc;
-            uint64_t *restrict dst = (uint64_t *)(void *)out + p * op->owords;
+            uint64_t *restrict dst = dst0 + p * owords;
             int64_t o = 0;
-            for (int64_t w = 0; w < op->owords; ++w) {
+            for (int64_t w = 0; w < owords; ++w) {
                 uint64_t word = 0;
                 for (int sh = 0; sh < 64 && o < ldc; sh += 16, o += 16) {
                     uint32_t m;
@@ -537,12 +573,17 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
         return;
     }
     const int fast = BK_FN(bk_fast_chain)(op);
-    for (int64_t oy = 0; oy < op->Ho; ++oy)
-        for (int64_t ox = 0; ox < op->Wo; ++ox) {
-            const int64_t p = oy * op->Wo + ox;
-            const int32_t *restrict b = op->base + (op->pat ? (int64_t)op->pat[p] * ldc : 0);
+    const BK_FN(bk_fastc) fc = BK_FN(bk_fastc_make)(op, fast, slots);
+    /* hoisted: the float stores below may alias the op as far as the compiler knows */
+    const int32_t *const base = op->base, *const pat = op->pat, *const thr = op->thr;
+    const float *const mult = op->mult, *const offs = op->offs;
+    const int64_t Ho = op->Ho, Wo = op->Wo, out_sh = op->out_sh, out_sw = op->out_sw;
+    for (int64_t oy = 0; oy < Ho; ++oy)
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+            const int64_t p = oy * Wo + ox;
+            const int32_t *restrict b = base + (pat ? (int64_t)pat[p] * ldc : 0);
             const int32_t *restrict c = cnt + p * ldc;
-            const int64_t off = oy * op->out_sh + ox * op->out_sw;
+            const int64_t off = oy * out_sh + ox * out_sw;
             for (int64_t o = 0; o < O16; o += 16) {
                 VF vv[BK_VN];
                 for (int u = 0; u < BK_VN; ++u) {
@@ -551,25 +592,29 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                     BK_LOADV(cv, c + o + u * BK_VW);
                     const VI d = bv - (cv + cv);
                     VF v;
-                    if (op->thr) {
+                    if (thr) {
                         VI tv;
-                        BK_LOADV(tv, op->thr + o + u * BK_VW);
+                        BK_LOADV(tv, thr + o + u * BK_VW);
                         const VI ge = d >= tv; /* +1.0f or -1.0f: the sign bit where d < thr */
                         v = (VF)((VI)((VF){0} + 1.0f) | (~ge & ((VI){0} + (int32_t)0x80000000)));
                     } else {
                         VF m, f;
-                        BK_LOADV(m, op->mult + o + u * BK_VW);
-                        BK_LOADV(f, op->offs + o + u * BK_VW);
+                        BK_LOADV(m, mult + o + u * BK_VW);
+                        BK_LOADV(f, offs + o + u * BK_VW);
                         v = m * __builtin_convertvector(d, VF) + f;
                     }
                     vv[u] = v;
                 }
-                if (fast)
-                    BK_FN(bk_fast16)(op, fast, vv, o, slots, off, out);
-                else
+                if (fast) {
+                    BK_FN(bk_fast16)(fc, vv, o, off, out);
+                } else if (!op->bits_out) { /* any chain, any output stride: in registers */
+                    BK_FN(bk_post16)(op, vv, o, slots, off, op->out_so);
+                    BK_FN(bk_store16)(out + off + o * op->out_so, vv, op->out_so);
+                } else {
                     memcpy(y + o, vv, 64);
+                }
             }
-            if (fast && O16 == O) continue;
+            if (!op->bits_out && O16 == O) continue;
             if (op->thr) { /* sign output: +1 iff dot >= threshold (exact integers) */
                 const int32_t *restrict th = op->thr;
                 for (int64_t o = O16; o < O; ++o) y[o] = (b[o] - 2 * c[o]) >= th[o] ? 1.0f : -1.0f;
@@ -581,7 +626,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                 BK_PACK(y, (size_t)O, (uint64_t *)(void *)out + p * op->owords);
                 continue;
             }
-            const int64_t o0 = fast ? O16 : 0; /* fast: only the channel tail is left */
+            const int64_t o0 = O16; /* floats out: only the channel tail is left */
             BK_FN(bk_post_apply)(op, y + o0, O - o0, o0, 1, slots, off + o0 * op->out_so, op->out_so);
             BK_FN(bk_store)(out + off + o0 * op->out_so, y + o0, O - o0, op->out_so);
         }
@@ -599,6 +644,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     float *y = (float *)(void *)(scr + BK_ALIGN((size_t)(T * Cp) * 4));
     const VI one = (VI)((VF){0} + 1.0f), signbit = (VI){0} + (int32_t)0x80000000;
     const int fast = op->thr ? 0 : BK_FN(bk_fast_chain)(op);
+    const BK_FN(bk_fastc) fc = BK_FN(bk_fastc_make)(op, fast, slots);
     for (int64_t t = 0; t < T; ++t) {
         float *restrict st = S + t * Cp;
         const float *s = x + t * op->in_sw;
@@ -614,13 +660,19 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
         for (; c < C; ++c) st[c] = s[c * op->in_sc] < 0.0f ? -1.0f : 1.0f;
         for (; c < Cp; ++c) st[c] = 1.0f;
     }
-    for (int64_t t = 0; t < op->Wo; ++t) {
-        const int64_t off = t * op->out_sw;
+    /* hoisted: the float stores below may alias the op as far as the compiler knows */
+    const int64_t Wo = op->Wo, out_sw = op->out_sw, sw = op->sw, dw = op->dw, pl = op->pl, kw = op->kw;
+    const uint32_t *const wm = op->wm;
+    const int32_t *const thr = op->thr;
+    const float *const mult = op->mult, *const offs = op->offs;
+    const int bits_out = op->bits_out;
+    for (int64_t t = 0; t < Wo; ++t) {
+        const int64_t off = t * out_sw;
         /* valid taps (input inside [0, T)) form one range [jlo, jhi): ti grows with j */
-        int64_t jlo = 0, jhi = op->kw;
-        while (jlo < jhi && t * op->sw + jlo * op->dw - op->pl < 0) ++jlo;
-        while (jhi > jlo && t * op->sw + (jhi - 1) * op->dw - op->pl >= T) --jhi;
-        const int64_t t0 = t * op->sw - op->pl;
+        int64_t jlo = 0, jhi = kw;
+        while (jlo < jhi && t * sw + jlo * dw - pl < 0) ++jlo;
+        while (jhi > jlo && t * sw + (jhi - 1) * dw - pl >= T) --jhi;
+        const int64_t t0 = t * sw - pl;
         const int64_t C16 = C & ~(int64_t)15;
         /* dots of every channel (padded to Cp, a multiple of 64: S pads with +1, wm with 0) -> y,
          * transformed; 64 channels at a time (4 x BK_VN independent accumulators: the tap sums
@@ -630,8 +682,8 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
             for (int q = 0; q < 4; ++q)
                 for (int u = 0; u < BK_VN; ++u) d[q][u] = (VF){0};
             for (int64_t j = jlo; j < jhi; ++j) { /* padded taps contribute exactly 0: skipped */
-                const float *sp = S + (t0 + j * op->dw) * Cp + c64;
-                const uint32_t *wp = op->wm + j * Cp + c64;
+                const float *sp = S + (t0 + j * dw) * Cp + c64;
+                const uint32_t *wp = wm + j * Cp + c64;
                 for (int q = 0; q < 4; ++q)
                     for (int u = 0; u < BK_VN; ++u) {
                         VI sv, wv;
@@ -646,35 +698,39 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                 for (int u = 0; u < BK_VN; ++u) {
                     VF v = d[q][u];
                     if (c0 + 16 <= C16) {
-                        if (op->thr) {
+                        if (thr) {
                             VI tv;
-                            BK_LOADV(tv, op->thr + c0 + u * BK_VW);
+                            BK_LOADV(tv, thr + c0 + u * BK_VW);
                             const VI ge = v >= __builtin_convertvector(tv, VF);
                             v = (VF)(one | (~ge & signbit));
                         } else {
                             VF m, f;
-                            BK_LOADV(m, op->mult + c0 + u * BK_VW);
-                            BK_LOADV(f, op->offs + c0 + u * BK_VW);
+                            BK_LOADV(m, mult + c0 + u * BK_VW);
+                            BK_LOADV(f, offs + c0 + u * BK_VW);
                             v = m * v + f;
                         }
                     }
                     vv[u] = v;
                 }
-                if (fast && c0 + 16 <= C16)
-                    BK_FN(bk_fast16)(op, fast, vv, c0, slots, off, out);
-                else
+                if (c0 + 16 > C16 || bits_out) {
                     memcpy(y + c0, vv, 64);
+                } else if (fast) {
+                    BK_FN(bk_fast16)(fc, vv, c0, off, out);
+                } else { /* any chain, any output stride: in registers */
+                    BK_FN(bk_post16)(op, vv, c0, slots, off, op->out_so);
+                    BK_FN(bk_store16)(out + off + c0 * op->out_so, vv, op->out_so);
+                }
             }
         }
-        if (fast && C16 == C) continue;
+        if (!bits_out && C16 == C) continue;
         /* channel tail: scalar transform of the exact dots */
         for (int64_t ch = C16; ch < C; ++ch)
-            y[ch] = op->thr ? (y[ch] >= (float)op->thr[ch] ? 1.0f : -1.0f) : op->mult[ch] * y[ch] + op->offs[ch];
+            y[ch] = thr ? (y[ch] >= (float)thr[ch] ? 1.0f : -1.0f) : mult[ch] * y[ch] + offs[ch];
         if (op->bits_out) {
             BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + t * op->owords);
             continue;
         }
-        const int64_t c0 = fast ? C16 : 0; /* fast: only the channel tail is left */
+        const int64_t c0 = C16; /* floats out: only the channel tail is left */
         BK_FN(bk_post_apply)(op, y + c0, C - c0, c0, 1, slots, off + c0 * op->out_so, op->out_so);
         BK_FN(bk_store)(out + off + c0 * op->out_so, y + c0, C - c0, op->out_so);
     }

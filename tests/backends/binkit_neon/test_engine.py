@@ -644,3 +644,58 @@ def test_multiplane_runtime_auto_picks_neon(mp_artifacts):
     x = mp_features(art.input_shape, 3, 5, isc)
     for view in art.views:
         compare(model.logits(x, view), ref.logits(x, view), view)
+
+
+def build_epilogues(path, o: int, seed: int = 7) -> str:
+    """(16, 8, 8) input; epilogue paths of the binary ops. 'conv' (bconv2d 16 -> 32, 3x3 stride 2,
+    -> prelu with some negative slopes -> reshape (128, 4) -> transpose -> blinear with a sign
+    threshold: the conv writes channels at a stride), 'block' (1x1 bconv1d with a sign threshold to
+    o channels, whose packed rows feed a 1x1 bconv1d -> prelu -> add -> bdwconv1d -> prelu (a
+    negative shared slope) -> add -> transpose -> flatten -> linear_fp):
+    o = 128 packs whole words of counts, o = 96 takes the partial-word path."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    x = b.op("bconv2d", ["input"], _bconv_attrs(16, [3, 3], [2, 2], [[1, 1], [1, 1]], [1, 1]),
+             weight=b.packed(32, 3, 3, 16), **b.transform(32))                          # (32, 4, 4)
+    x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(32, lo=-0.5, hi=0.5))
+    x = b.op("reshape", [x], {"shape": [128, 4]})
+    x = b.op("transpose", [x], {"perm": [1, 0]})                                      # (4, 128)
+    x = b.op("blinear", [x], {"in_features": 128}, weight=b.packed(64, 128), **b.transform(64))
+    x = b.op("flatten", [x])
+    conv = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 256, lo=-0.2, hi=0.2), bias=b.f32(L))
+    n_conv = len(b.ops)
+    x = b.op("reshape", ["input"], {"shape": [128, 8]})
+    x = b.op("bconv1d", [x], _bconv_attrs(128, [1], [1], [[0, 0]], [1]), weight=b.packed(64, 1, 128),
+             **b.transform(64))
+    act = b.op("prelu", [x], {"axis": 0}, slope=b.f32(64, lo=-0.5, hi=0.5))           # (64, 8)
+    x = b.op("bconv1d", [act], _bconv_attrs(64, [1], [1], [[0, 0]], [1]), weight=b.packed(o, 1, 64),
+             threshold=b.threshold(o, 64, np.int32))                                  # (o, 8) packed rows
+    x = b.op("bconv1d", [x], _bconv_attrs(o, [1], [1], [[0, 0]], [1]), weight=b.packed(64, 1, o),
+             **b.transform(64))
+    x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(64, lo=-0.5, hi=0.5))
+    res = b.op("add", [x, act])
+    x = b.op("bdwconv1d", [res], _bconv_attrs(64, [5], [1], [[2, 2]], [1]), weight=b.packed(5, 64),
+             **b.transform(64))
+    x = b.op("prelu", [x], {"axis": 0}, slope=np.array([-0.25], np.float32))
+    x = b.op("add", [x, res])
+    x = b.op("transpose", [x], {"perm": [1, 0]})                                      # (8, 64)
+    x = b.op("flatten", [x])
+    block = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 512, lo=-0.1, hi=0.1), bias=b.f32(L))
+    return b.save(path, (16, 8, 8), {"conv": list(range(n_conv)), "block": list(range(n_conv, len(b.ops)))},
+                  {"conv": conv, "block": block})
+
+
+@pytest.mark.parametrize("o", [128, 96])
+def test_epilogue_paths_match_reference_all_kernels(tmp_path, o):
+    from binkit_neon.engine import _Planner
+    art = load_artifact(build_epilogues(tmp_path / f"epi{o}.bkm", o))
+    p = _Planner(art, "block")
+    p.plan()
+    ops = p.finish()[0]
+    assert any(op["kind"] == 2 and op.get("bits_out") and op["O"] == o for op in ops)  # packed counts
+    p = _Planner(art, "conv")
+    p.plan()
+    ops = p.finish()[0]
+    assert ops[0]["kind"] == 2 and ops[0]["out_so"] != 1  # channels written at a stride
+    for batch, seed in ((1, 5), (9, 6)):
+        _check_all_kernels(art, batch, seed)
