@@ -8,8 +8,11 @@ as return codes that the Python side turns into messages.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release,
+                            PyObject_GetBuffer)
 from libc.stdlib cimport calloc, free
+
+from numpy import empty as _np_empty, float32 as _np_float32
 
 
 cdef extern from "binkit_engine.h" nogil:
@@ -43,6 +46,10 @@ cdef extern from "binkit_engine.h" nogil:
         const float *offs
         const int32_t *thr
         const int32_t *cthr
+        const int32_t *gsrc
+        const int32_t *gthr
+        const uint64_t *ginv
+        int64_t grows
         const float *wf
         const float *bias
         const uint32_t *wm
@@ -129,7 +136,7 @@ cdef const int32_t *_iptr(object arr) except? NULL:
 _INT_FIELDS = ("C", "H", "W", "in_sc", "in_sh", "in_sw", "O", "Ho", "Wo", "out_so", "out_sh",
                "out_sw", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pb", "pl", "pr", "groups",
                "words", "kwords", "nb", "opad", "outer", "chans", "inner", "n", "owords", "rwords",
-               "wb_plane", "base_plane")
+               "wb_plane", "base_plane", "grows")
 
 
 cdef class Plan:
@@ -140,6 +147,8 @@ cdef class Plan:
     cdef int64_t *slot_floats
     cdef list keep
     cdef public object scratch_bytes
+    cdef int in_ndim                 # run1: the expected per-example shape (set_input_shape)
+    cdef Py_ssize_t in_shape[16]
 
     def __cinit__(self):
         self.ops = NULL
@@ -175,13 +184,16 @@ cdef class Plan:
             op.rowmode = d.get("rowmode", 0)
             op.wplanes = d.get("wplanes", 1)
             op.iplanes = d.get("iplanes", 1)
-            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "wf", "bias", "wm", "idx",
+            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "wf", "bias", "wm", "idx",
                         "iscale", "wscale"):
                 if d.get(key) is not None:
                     self.keep.append(d[key])
             if d.get("wb") is not None:
                 wb = d["wb"]
                 op.wb = &wb[0]
+            if d.get("ginv") is not None:
+                wb = d["ginv"]
+                op.ginv = &wb[0]
             if d.get("wm") is not None:
                 wm = d["wm"]
                 op.wm = &wm[0]
@@ -190,6 +202,8 @@ cdef class Plan:
             op.idx = _iptr(d.get("idx"))
             op.thr = _iptr(d.get("thr"))
             op.cthr = _iptr(d.get("cthr"))
+            op.gsrc = _iptr(d.get("gsrc"))
+            op.gthr = _iptr(d.get("gthr"))
             op.mult = _fptr(d.get("mult"))
             op.offs = _fptr(d.get("offs"))
             op.wf = _fptr(d.get("wf"))
@@ -258,6 +272,46 @@ cdef class Plan:
             PyBuffer_Release(&bx)
         return rc
 
+    def set_input_shape(self, tuple shape):
+        """The per-example input shape that :meth:`run1` accepts."""
+        if len(shape) > 15:
+            raise ValueError("input shape has too many axes")
+        self.in_ndim = len(shape)
+        for i, v in enumerate(shape):
+            self.in_shape[i] = v
+
+    def run1(self, x, int variant):
+        """The whole call for an input that fits exactly: a C-contiguous float32 buffer of shape
+        (batch >= 1, *input_shape) -> a new (batch, out_floats) float32 ndarray; or bk_run's nonzero
+        code (an int); or None when ``x`` does not fit (the caller validates and calls run)."""
+        cdef Py_buffer bx, by
+        cdef int rc = 0, i
+        cdef Py_ssize_t batch, expect
+        try:
+            PyObject_GetBuffer(x, &bx, PyBUF_STRIDES | PyBUF_FORMAT)
+        except (BufferError, TypeError, ValueError):
+            return None
+        try:
+            if (bx.itemsize != 4 or bx.format == NULL or bx.format[0] != b"f" or bx.format[1] != 0
+                    or bx.ndim != self.in_ndim + 1 or bx.shape[0] < 1):
+                return None
+            expect = 4
+            for i in range(self.in_ndim, -1, -1):
+                if i > 0 and bx.shape[i] != self.in_shape[i - 1]:
+                    return None
+                if bx.shape[i] != 1 and bx.strides[i] != expect:
+                    return None
+                expect *= bx.shape[i]
+            batch = bx.shape[0]
+            y = _np_empty((batch, self.plan.out_floats), _np_float32)
+            PyObject_GetBuffer(y, &by, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+            with nogil:
+                rc = bk_run(&self.plan, variant, <const float *>bx.buf, batch, <float *>by.buf, NULL)
+            PyBuffer_Release(&by)
+        finally:
+            PyBuffer_Release(&bx)
+        return y if rc == 0 else rc
+
     def run(self, x, y, int variant):
         """Run the plan on every example (row) of ``x`` into ``y``; returns bk_run's code.
         ``x``: C-contiguous float32, (batch, ...) of batch * in_floats values; ``y``: (batch, out)."""
@@ -306,6 +360,7 @@ cdef void _set_int(bk_op *op, str name, int64_t v):
     elif name == "rwords": op.rwords = v
     elif name == "wb_plane": op.wb_plane = v
     elif name == "base_plane": op.base_plane = v
+    elif name == "grows": op.grows = v
     else:
         raise KeyError(name)
 

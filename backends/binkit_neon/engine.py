@@ -372,6 +372,104 @@ class _Planner:
         out.bits = True
         self.vb_floats[out.vb] = max(self.vb_floats[out.vb], positions * owords * 2)
 
+    def _bits_map(self, pos: int, name: str) -> bool:
+        """Let the single-plane float-transform binary conv that produced ``name`` (through
+        element-wise post-ops and free reshapes / transposes only feeding this blinear) write the
+        blinear's packed input rows itself: every output's sign is an exact function of its
+        integer count, found by evaluating the op's float transform and post-ops (the same float32
+        operations as the C epilogue) on every count a pattern can reach; it must be a threshold
+        (count > cthr, or its negation: then the bit is inverted). Any other case (an ADD post-op,
+        a sign that is not monotone in the count, e.g. a negative PReLU slope, other readers)
+        keeps the float path. Returns True when the rows are packed by the producer."""
+        val = self.vals[name]
+        if val.perm is None or val.bits or name == self.output or math.prod(val.shape) > 1 << 22:
+            return False
+        r = _rows(val)
+        if r is None:
+            return False
+        rows, rs, fs = r
+        feats = val.shape[-1]
+        prod = next((c for c in reversed(self.cops) if c.out_vb == val.vb), None)
+        if prod is None:
+            return False
+        f = prod.fields
+        if (f["kind"] != _BCONV or "thr" in f or f.get("bits_out") or f.get("gsrc") is not None
+                or "nvalid" not in f or any(v >= 0 for v in prod.post_vbs)):
+            return False
+        names = {n for n, v in self.vals.items() if v.vb == val.vb}
+        if self.output in names:
+            return False
+        for j, o2 in enumerate(self.ops):
+            if j != pos and any(i in names for i in o2["inputs"]) and o2["outputs"][0] not in names:
+                return False
+        if self.ops[pos]["inputs"].count(name) != 1 or any(c is not prod and val.vb in c.reads for c in self.cops):
+            return False
+        o, ho, wo, ldc = f["O"], f["Ho"], f["Wo"], f["nb"] * 8
+        nvalid = f["nvalid"]
+        base = f["base"].reshape(len(nvalid), ldc).astype(np.int64)
+        m, b = f["mult"], f["offs"]
+        # per (pattern, channel): bit(count) for count = pcpad + j, j in [0, n]; n = C * valid taps
+        cthr = np.empty((len(nvalid), o), np.int64)
+        inv = np.zeros(o, bool)
+        fixed = np.zeros(o, bool)
+        ones = np.zeros((len(nvalid), o), np.int64)
+        for k, n in enumerate(nvalid):
+            d = (n - 2 * np.arange(n + 1)).astype(np.float32)
+            y = m[:, None] * d[None, :] + b[:, None]
+            for post in f.get("post", []):
+                a = post.get("a")
+                pa = (a[:, None] if post.get("per_channel") else a[0]) if a is not None else None
+                if post["kind"] == _P_PRELU:
+                    y = np.where(y >= 0, y, (pa * y).astype(np.float32))
+                elif post["kind"] == _P_AFFINE:
+                    y = (pa * y).astype(np.float32) + (post["b"][:, None] if post.get("per_channel") else post["b"][0])
+                elif post["kind"] == _P_RELU:
+                    y = np.where(y > 0, y, np.float32(0))
+                else:
+                    return False
+                y = y.astype(np.float32)
+            bits = (y < 0).astype(np.int8)
+            step = np.diff(bits, axis=1)
+            up, down = (step >= 0).all(1), (step <= 0).all(1)
+            const = up & down
+            if not (up | down).all() or (fixed & ~const & (inv != down)).any():
+                return False
+            new = ~const & ~fixed
+            inv[new] = down[new]
+            fixed |= ~const
+            ones[k] = bits.sum(1)
+        for k, n in enumerate(nvalid):
+            pcpad = (base[k, :o] - n) // 2  # the count of the padded taps' weight bits
+            # bit = count > pcpad + n - ones, or inverted: bit = !(count > pcpad + ones - 1)
+            # (a constant channel fits either form)
+            cthr[k] = np.where(inv, pcpad + ones[k] - 1, pcpad + n - ones[k])
+        # the consumer's (row, feature) -> the producer's (position, channel)
+        oo, yy, xx = np.meshgrid(np.arange(o), np.arange(ho), np.arange(wo), indexing="ij")
+        offs = (oo * f["out_so"] + yy * f["out_sh"] + xx * f["out_sw"]).ravel()
+        src_of = np.full(int(offs.max()) + 1, -1, np.int64)
+        src_of[offs] = ((yy * wo + xx) * ldc + oo).ravel()
+        phys = (np.arange(rows)[:, None] * rs + np.arange(feats)[None, :] * fs).ravel()
+        if phys.max() >= src_of.size or (src_of[phys] < 0).any():
+            return False
+        src = src_of[phys]
+        p_, c_ = src // ldc, src % ldc
+        pat = f["pat"][p_] if f["pat"] is not None else np.zeros_like(p_)
+        owords = num_words(feats)
+        gsrc = np.zeros((rows, owords * 64), np.int32)
+        gthr = np.full((rows, owords * 64), np.iinfo(np.int32).max, np.int64)
+        ginv = np.zeros((rows, owords * 64), np.uint8)
+        gsrc[:, :feats] = src.reshape(rows, feats)
+        gthr[:, :feats] = np.clip(cthr[pat, c_], -1, np.iinfo(np.int32).max).reshape(rows, feats)
+        ginv[:, :feats] = inv[c_].reshape(rows, feats)
+        f.update(bits_out=1, owords=owords, grows=rows, gsrc=np.ascontiguousarray(gsrc.ravel()),
+                 gthr=np.ascontiguousarray(gthr.astype(np.int32).ravel()),
+                 ginv=np.packbits(ginv, axis=-1, bitorder="little").view("<u8").astype(np.uint64).ravel(),
+                 post=[])
+        prod.post_vbs = []
+        self.vb_floats[val.vb] = max(self.vb_floats[val.vb], rows * owords * 2)
+        self.vals[name] = _Val(val.shape, val.vb, None, None, True)
+        return True
+
     def _new_vb(self, shape: tuple[int, ...]) -> int:
         self.vb_floats.append(max(1, math.prod(shape)))
         return len(self.vb_floats) - 1
@@ -640,7 +738,7 @@ class _Planner:
         o = weight.shape[0]
         out_name = op["outputs"][0]
         oshape = self.shapes[out_name]
-        prepacked = self.vals[name].bits
+        prepacked = self.vals[name].bits or (kind == "blinear" and npw * npi == 1 and self._bits_map(pos, name))
         assert not (prepacked and npw * npi > 1), "multi-plane ops never take packed rows"
         if kind == "blinear":
             c = a["in_features"]
@@ -731,6 +829,7 @@ class _Planner:
                       pt=pt, pb=pb, pl=pl, pr=pr, groups=1, direct=direct, prepacked=int(prepacked),
                       words=words, kwords=kwords, nb=nb, rowmode=rowmode, rwords=rwords,
                       wb=wb, base=base.ravel(), pat=pat if len(keys) > 1 else None,
+                      nvalid=np.array([c * int(np.outer(ry, rx).sum()) for (ry, rx) in keys], np.int64),
                       **self._output_transform(op))
         self._maybe_bits_out(fields, out_name, out, kind == "blinear", ho * wo)
         if fields.get("bits_out"):
@@ -856,6 +955,7 @@ class _ViewPlan:
         self.macs = p.macs
         self.num_cops = len(ops)
         self.cplan = _engine.Plan(ops, caps, math.prod(art.input_shape), len(art.labels), out_slot)
+        self.cplan.set_input_shape(tuple(int(v) for v in art.input_shape))
         self.slot_floats = caps
 
 
@@ -928,6 +1028,13 @@ class Program:
         plan = self._plans.get(view) if view.__class__ is str else None
         if plan is None:
             plan = self._plan(view)
+        if features.__class__ is np.ndarray:
+            # fast path, checked in C: a C-contiguous float32 array of the right shape
+            r = plan.cplan.run1(features, self._variant)
+            if r.__class__ is np.ndarray:
+                return r
+            if r is not None:
+                self._fail(r, features)
         x = features
         # fast path: an exact, C-contiguous float32 ndarray of the right shape (else full checks)
         if not (x.__class__ is np.ndarray and x.dtype is _F32 and x.shape[1:] == self.input_shape

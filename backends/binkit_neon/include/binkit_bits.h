@@ -50,7 +50,7 @@ static inline size_t binkit_num_words(size_t num_channels) {
 /* Number of set bits in one word, in 0..64.
  * Portable builtin.  Note (engine_design_notes.md section 7): at gcc's default x86-64 baseline
  * this compiles to a bit-trick sequence, not the popcnt instruction; fast variants are chosen
- * at run time by later kernels, never by building for the host CPU (no native -march). */
+ * at run time by later kernels, never by building for the host CPU (no host-specific build flags). */
 static inline int binkit_popcount(binkit_word_t word) {
     return __builtin_popcountll((unsigned long long)word);
 }

@@ -106,6 +106,12 @@ typedef struct {
     const int32_t *cthr;             /* BCONV with bits_out: [npat][nb * 8] count thresholds, bit 1 (x < 0)
                                         iff count > cthr (= floor((base - thr) / 2); INT32_MAX for pad
                                         channels) */
+    const int32_t *gsrc, *gthr;      /* BCONV writing a consumer's packed rows in its own bit order (the
+                                        planner's _bits_map): bit i of word w of the output (grows rows of
+                                        owords words) is (cnt[gsrc[64 w + i]] > gthr[64 w + i]) XOR bit i
+                                        of ginv[w], cnt being the GEMM counts [position][nb * 8] */
+    const uint64_t *ginv;
+    int64_t grows;
     const float *wf, *bias;          /* CONV_FP: weights [groups][C/groups*kh*kw][opad], bias [O] */
     const uint32_t *wm;              /* BDW: weight signs as float sign-bit masks [kw][opad] */
     int64_t outer, chans, inner;     /* EPI */

@@ -531,6 +531,22 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
 
     /* 4. output transform + post-ops, one position (one row of O channels) at a time */
     const int64_t O = op->O, O16 = O & ~(int64_t)15;
+    if (op->gsrc) {
+        /* a consumer's packed rows in its bit order: counts gathered by index, thresholded */
+        const int32_t *restrict gsrc = op->gsrc, *restrict gthr = op->gthr;
+        const uint64_t *restrict ginv = op->ginv;
+        uint64_t *restrict dst = (uint64_t *)(void *)out;
+        const int64_t nw = op->grows * op->owords;
+        int32_t g[64];
+        for (int64_t w = 0; w < nw; ++w) {
+            const int32_t *s = gsrc + w * 64, *t = gthr + w * 64;
+            for (int i = 0; i < 64; ++i) g[i] = cnt[s[i]];
+            dst[w] = ((uint64_t)BK_GTMASK16(g, t) | ((uint64_t)BK_GTMASK16(g + 16, t + 16) << 16) |
+                      ((uint64_t)BK_GTMASK16(g + 32, t + 32) << 32) | ((uint64_t)BK_GTMASK16(g + 48, t + 48) << 48)) ^
+                     ginv[w];
+        }
+        return;
+    }
     if (op->bits_out && op->cthr) {
         /* sign bits straight from the counts: bit 1 (x < 0) iff count > cthr */
         const int32_t *const cthr = op->cthr, *const pat = op->pat;
@@ -666,6 +682,63 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     const int32_t *const thr = op->thr;
     const float *const mult = op->mult, *const offs = op->offs;
     const int bits_out = op->bits_out;
+    if (fast && (C & 15) == 0) {
+        /* the common chain (transform, then none / prelu / prelu + add), channels contiguous:
+         * one vector of channels at a time through every valid tap, the chain in registers
+         * (the same float operations as the general path below) */
+        const float *restrict Sr = S;
+        const int32_t *restrict wmr = (const int32_t *)(const void *)wm;
+        const float *restrict mr = mult, *restrict fr = offs;
+        const float *restrict ar = fc.a;
+        const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
+        const int pc = fc.pc, mode = fast;
+        const VF a0 = (VF){0} + fc.a0;
+        for (int64_t t = 0; t < Wo; ++t) {
+            int64_t jlo = 0, jhi = kw;
+            while (jlo < jhi && t * sw + jlo * dw - pl < 0) ++jlo;
+            while (jhi > jlo && t * sw + (jhi - 1) * dw - pl >= T) --jhi;
+            const float *s0 = Sr + (t * sw - pl) * Cp;
+            float *o = out + t * out_sw;
+            const float *r = mode == 3 ? rr + t * out_sw : o;
+            for (int64_t c64 = 0; c64 < C; c64 += 64) {
+                /* 64 channels (S pads with +1, wm with 0 up to Cp): independent accumulators */
+                VF dd[64 / BK_VW];
+                for (int u = 0; u < 64 / BK_VW; ++u) dd[u] = (VF){0};
+                for (int64_t j = jlo; j < jhi; ++j) {
+                    const float *sp = s0 + j * dw * Cp + c64;
+                    const int32_t *wp = wmr + j * Cp + c64;
+                    for (int u = 0; u < 64 / BK_VW; ++u) {
+                        VI sv, wv;
+                        BK_LOADV(sv, sp + u * BK_VW);
+                        BK_LOADV(wv, wp + u * BK_VW);
+                        dd[u] = dd[u] + (VF)(sv ^ wv);
+                    }
+                }
+            for (int u = 0; u < 64 / BK_VW && c64 + u * BK_VW < C; ++u) {
+                const int64_t c = c64 + u * BK_VW;
+                const VF d = dd[u];
+                VF m, f;
+                BK_LOADV(m, mr + c);
+                BK_LOADV(f, fr + c);
+                VF v = m * d + f;
+                if (mode >= 2) {
+                    VF a = a0;
+                    if (pc) BK_LOADV(a, ar + c);
+                    const VF neg = a * v;
+                    const VI ge = v >= (VF){0};
+                    v = (VF)((ge & (VI)v) | (~ge & (VI)neg));
+                }
+                if (mode == 3) {
+                    VF rv;
+                    BK_LOADV(rv, r + c);
+                    v = v + rv;
+                }
+                memcpy(o + c, &v, sizeof(v));
+            }
+            }
+        }
+        return;
+    }
     for (int64_t t = 0; t < Wo; ++t) {
         const int64_t off = t * out_sw;
         /* valid taps (input inside [0, T)) form one range [jlo, jhi): ti grows with j */

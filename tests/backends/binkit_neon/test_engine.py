@@ -699,3 +699,66 @@ def test_epilogue_paths_match_reference_all_kernels(tmp_path, o):
     assert ops[0]["kind"] == 2 and ops[0]["out_so"] != 1  # channels written at a stride
     for batch, seed in ((1, 5), (9, 6)):
         _check_all_kernels(art, batch, seed)
+
+
+def build_packed_map(path, o: int, seed: int = 11) -> str:
+    """(16, 8, 8) input; bconv2d 16 -> o (3x3, stride 2, padding 1: several zero-padding patterns;
+    some negative multipliers and one zero multiplier) -> prelu -> reshape (4 o, 4) -> transpose ->
+    blinear. 'pos' (every slope > 0) and 'negc' (one negative slope: that channel's sign is constant,
+    still a threshold): the conv writes the blinear's packed rows itself (signs from count thresholds,
+    inverted where the multiplier is negative); 'neg' (negative slopes then an offset: the sign is not
+    monotone in the count) and 'float' (the consumer is linear_fp) keep the float path."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    t = b.transform(o)
+    t["multiplier"][0] = 0.0                                                         # a constant sign
+    t["multiplier"][2] = -abs(t["multiplier"][2])                                    # inverted bits
+    names = {}
+    for view, slope in (("pos", b.f32(o, lo=0.05, hi=0.5)), ("negc", np.where(np.arange(o) == 1, -0.3, 0.2)),
+                        ("neg", np.full(o, -0.5)), ("float", np.array([0.25], np.float32))):
+        first = len(b.ops)
+        x = b.op("bconv2d", ["input"], _bconv_attrs(16, [3, 3], [2, 2], [[1, 1], [1, 1]], [1, 1]),
+                 weight=b.packed(o, 3, 3, 16), **t)                                    # (o, 4, 4)
+        x = b.op("prelu", [x], {"axis": 0}, slope=np.asarray(slope, np.float32))
+        if view == "neg":
+            x = b.op("affine", [x], {"axis": 0}, multiplier=np.ones(o, np.float32),
+                     offset=np.full(o, -0.3, np.float32))
+        x = b.op("reshape", [x], {"shape": [4 * o, 4]})
+        x = b.op("transpose", [x], {"perm": [1, 0]})                                  # (4, 4 o)
+        if view == "float":
+            x = b.op("flatten", [x])
+            x = b.op("linear_fp", [x], {"input_sign": True}, weight=b.f32(L, 16 * o, lo=-0.2, hi=0.2))
+        else:
+            x = b.op("blinear", [x], {"in_features": 4 * o}, weight=b.packed(24, 4 * o), **b.transform(24))
+            x = b.op("flatten", [x])
+            x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 96, lo=-0.2, hi=0.2), bias=b.f32(L))
+        names[view] = (list(range(first, len(b.ops))), x)
+    return b.save(path, (16, 8, 8), {v: ops for v, (ops, _) in names.items()}, {v: out for v, (_, out) in names.items()})
+
+
+@pytest.mark.parametrize("o", [32, 13])
+def test_conv_writes_consumer_packed_rows(tmp_path, o):
+    from binkit_neon.engine import _Planner
+    art = load_artifact(build_packed_map(tmp_path / f"map{o}.bkm", o))
+    for view, fused in (("pos", True), ("negc", True), ("neg", False), ("float", False)):
+        p = _Planner(art, view)
+        p.plan()
+        ops = p.finish()[0]
+        assert (ops[0].get("gsrc") is not None) == fused, view
+        if fused:
+            assert ops[0]["post"] == [] and ops[1]["prepacked"] == 1
+            assert ops[0]["ginv"].any()  # some channels with a negative multiplier: inverted bits
+    for batch, seed in ((1, 21), (7, 22)):
+        _check_all_kernels(art, batch, seed)
+
+
+def test_run_fast_path_falls_back(small):
+    small = Program(small)
+    x = features(small.input_shape, 3, 5)
+    want = small.run(x)
+    np.testing.assert_array_equal(small.run(np.asfortranarray(x)), want)      # not C-contiguous
+    with pytest.raises(ValueError, match="dtype float32"):
+        small.run(x.astype(">f4"))                                                # other byte order
+    np.testing.assert_array_equal(small.run(x[:1]), want[:1])
+    with pytest.raises(ValueError, match="NaN"):
+        small.run(np.full_like(x, np.nan))
