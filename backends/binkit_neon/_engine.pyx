@@ -37,6 +37,7 @@ cdef extern from "binkit_engine.h" nogil:
         int32_t input_sign, staged, direct, prepacked, bits_out
         int64_t owords
         int32_t rowmode
+        int32_t ivec
         int64_t rwords
         int64_t words, kwords, nb, opad
         const uint64_t *wb
@@ -182,6 +183,7 @@ cdef class Plan:
             op.prepacked = d.get("prepacked", 0)
             op.bits_out = d.get("bits_out", 0)
             op.rowmode = d.get("rowmode", 0)
+            op.ivec = d.get("ivec", 0)
             op.wplanes = d.get("wplanes", 1)
             op.iplanes = d.get("iplanes", 1)
             for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "wf", "bias", "wm", "idx",

@@ -372,6 +372,39 @@ class _Planner:
         out.bits = True
         self.vb_floats[out.vb] = max(self.vb_floats[out.vb], positions * owords * 2)
 
+    def _fp_bits(self, pos: int, name: str) -> bool:
+        """Let the float conv that produced ``name`` (channels-last, its channels a multiple of
+        16, no ADD post-op) write the packed sign rows of this single-plane rowmode binary conv
+        (its only reader): the epilogue computes the same float values (post-ops included) and
+        packs them with the variant's packer, so the bits are those the consumer would pack.
+        Row i of the value: W * C bits at word i * W * C / 64. Returns True when flagged."""
+        val = self.vals[name]
+        if val.perm is None or val.bits or name == self.output or len(val.shape) != 3:
+            return False
+        c, h, wd = val.shape
+        if c % 16 or c % 64 == 0 or (wd * c) % 64:
+            return False
+        prod = next((x for x in reversed(self.cops) if x.out_vb == val.vb), None)
+        if prod is None:
+            return False
+        f = prod.fields
+        if (f["kind"] != _CONV_FP or f.get("bits_out") or f["groups"] != 1 or f["O"] != c
+                or (f["Ho"], f["Wo"]) != (h, wd) or (f["out_so"], f["out_sw"], f["out_sh"]) != (1, c, wd * c)
+                or any(p["kind"] not in (_P_AFFINE, _P_PRELU, _P_RELU) for p in f.get("post", []))
+                or any(v >= 0 for v in prod.post_vbs)):
+            return False
+        names = {n for n, v in self.vals.items() if v.vb == val.vb}
+        if self.output in names:
+            return False
+        for j, o2 in enumerate(self.ops):  # fused post-ops write the same buffer
+            if j != pos and any(i in names for i in o2["inputs"]) and o2["outputs"][0] not in names:
+                return False
+        if self.ops[pos]["inputs"].count(name) != 1 or any(x is not prod and val.vb in x.reads for x in self.cops):
+            return False
+        f["bits_out"] = 1
+        self.vals[name] = _Val(val.shape, val.vb, None, None, True)
+        return True
+
     def _bits_map(self, pos: int, name: str) -> bool:
         """Let the single-plane float-transform binary conv that produced ``name`` (through
         element-wise post-ops and free reshapes / transposes only feeding this blinear) write the
@@ -717,13 +750,18 @@ class _Planner:
         out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, True))
         _, ors, ofs = _rows(out)
         opad = -(-o // 16) * 16
-        wt = np.zeros((i, opad), np.float32)
-        wt[:, :o] = w.T
-        bias = self._t(op, "bias")
         sign = int(op["attrs"]["input_sign"])
+        ivec = int(rows == 1 and (fs == 1 or bool(sign)))  # one row: vectorised over the inputs
+        if ivec:
+            wt = np.zeros((opad, -(-i // 16) * 16), np.float32)
+            wt[:o, :i] = w
+        else:
+            wt = np.zeros((i, opad), np.float32)
+            wt[:, :o] = w.T
+        bias = self._t(op, "bias")
         fields = dict(kind=_CONV_FP, C=i, H=1, W=rows, in_sc=fs, in_sh=0, in_sw=rs, O=o, Ho=1, Wo=rows,  # noqa: C408
                       out_so=ofs, out_sh=0, out_sw=ors, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, groups=1,
-                      input_sign=sign, staged=sign, opad=opad, wf=wt.ravel(),
+                      input_sign=sign, staged=sign, opad=opad, wf=wt.ravel(), ivec=ivec,
                       bias=_f32(bias if bias is not None else np.zeros(o, np.float32)))
         return self._emit(pos, fields, val, out_name, out, bool(sign), len(oshape) - 1)
 
@@ -738,7 +776,10 @@ class _Planner:
         o = weight.shape[0]
         out_name = op["outputs"][0]
         oshape = self.shapes[out_name]
-        prepacked = self.vals[name].bits or (kind == "blinear" and npw * npi == 1 and self._bits_map(pos, name))
+        a_k, a_d = a.get("kernel_size", (1,)), a.get("dilation", (1,))
+        fpbits = (kind == "bconv2d" and npw * npi == 1 and a_d[-1] == 1 and a_k[-1] > 1
+                  and self._fp_bits(pos, name))  # dense packed rows for a rowmode im2col
+        prepacked = fpbits or self.vals[name].bits or (kind == "blinear" and npw * npi == 1 and self._bits_map(pos, name))
         assert not (prepacked and npw * npi > 1), "multi-plane ops never take packed rows"
         if kind == "blinear":
             c = a["in_features"]
@@ -778,10 +819,10 @@ class _Planner:
         words = num_words(c)
         taps = kh * kw
         direct = int(taps == 1 and s_h == 1 and s_w == 1 and not (pt or pb or pl or pr))
-        assert direct or not prepacked, "packed rows only feed direct binary ops"
         # dense bit rows for the im2col when channels do not fill words and taps along a row are
         # adjacent: one bit window per kernel row instead of one append per tap
         rowmode = int(not direct and c % 64 != 0 and d_w == 1 and kw > 1)
+        assert direct or not prepacked or (fpbits and rowmode), "packed rows only feed direct binary ops"
         rwords = num_words((wd + pl + pr) * c) + 1 if rowmode else 0
         vy = [tuple(0 <= oy * s_h + ky * d_h - pt < h for ky in range(kh)) for oy in range(ho)]
         vx = [tuple(0 <= ox * s_w + kx * d_w - pl < wd for kx in range(kw)) for ox in range(wo)]

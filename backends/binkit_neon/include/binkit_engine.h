@@ -87,10 +87,16 @@ typedef struct {
     int32_t input_sign;              /* CONV_FP: x -> sign(x) (sign(0) = +1) before padding */
     int32_t staged;                  /* CONV_FP: copy the input to a padded scratch first */
     int32_t direct;                  /* BCONV: GEMM rows are the packed input rows (1x1, s1, no pad) */
-    int32_t prepacked;               /* BCONV (direct): the input slot already holds packed rows */
+    int32_t prepacked;               /* BCONV (direct): the input slot already holds packed rows;
+                                        BCONV (rowmode): it holds H dense rows of W * C bits, row i
+                                        at word i * W * C / 64 (written by a CONV_FP with bits_out) */
     int32_t bits_out;                /* BCONV / BDW with a threshold: write packed sign bits, one row of
-                                        owords words per output position, instead of floats */
+                                        owords words per output position, instead of floats;
+                                        CONV_FP (groups 1, O % 16 == 0, no ADD post-op): the sign bits
+                                        (v < 0) of its final values, bit p * O + o for position p */
     int64_t owords;
+    int32_t ivec;                    /* CONV_FP, one row of a linear layer: vectorised over the inputs,
+                                        wf is [opad][C rounded up to 16] (see bk_op_conv_fp) */
     int32_t rowmode;                 /* BCONV im2col from dense bit rows (C % 64 != 0, dilation_w 1):
                                         a run of kw taps is one contiguous kw * C bit window */
     int64_t rwords;                  /* BCONV rowmode: words per dense padded row (plus one of slack) */
@@ -261,6 +267,7 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_GEMM bk_gemm_avx2
 #define BK_PACK bk_pack_avx2
 #define BK_GTMASK16 bk_gtmask16_avx2
+#define BK_GATHERGT16 bk_gathergt16_avx2
 #include "binkit_engine_ops.h"
 
 #define BK_V avx512
@@ -269,6 +276,7 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_GEMM bk_gemm_avx512
 #define BK_PACK bk_pack_avx512
 #define BK_GTMASK16 bk_gtmask16_avx512
+#define BK_GATHERGT16 bk_gathergt16_avx512
 #include "binkit_engine_ops.h"
 #endif
 

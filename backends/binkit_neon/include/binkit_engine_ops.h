@@ -264,13 +264,94 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
         ssh = Wp;
         ssw = 1;
     }
+    if (op->ivec) {
+        /* one row of a linear layer, vectorised over the inputs (the planner's ivec: weights
+         * [opad][Cv], Cv = C rounded up to 16 with zeros, input contiguous). Order of the float
+         * sums, the same in every variant: 16 partial sums p_l over the inputs i = l mod 16 in
+         * increasing i (p_l = ((w_l x_l + w_{l+16} x_{l+16}) + ...), the tail's missing inputs
+         * read as 0), then p_l = p_l + p_{l+s} for s = 8, 4, 2, 1, then + bias. */
+        const int64_t Cv = (C + 15) & ~(int64_t)15, C16 = C & ~(int64_t)15, O = op->O;
+        float xt[16] = {0};
+        for (int64_t i = C16; i < C; ++i) xt[i - C16] = src[i];
+        for (int64_t o0 = 0; o0 < O; o0 += 16) {
+            const int64_t n = (O - o0) < 16 ? (O - o0) : 16;
+            float res[16] = {0};
+            for (int64_t ob = 0; ob < n; ob += 4) { /* 4 outputs at a time: independent chains */
+                VF acc[4][BK_VN];
+                for (int q = 0; q < 4; ++q)
+                    for (int u = 0; u < BK_VN; ++u) acc[q][u] = (VF){0};
+                const float *w0 = op->wf + (o0 + ob) * Cv;
+                for (int64_t i = 0; i < Cv; i += 16) {
+                    const float *xi = i < C16 ? src + i : xt;
+                    for (int u = 0; u < BK_VN; ++u) {
+                        VF xv;
+                        BK_LOADV(xv, xi + u * BK_VW);
+                        for (int q = 0; q < 4; ++q) {
+                            VF w;
+                            BK_LOADV(w, w0 + q * Cv + i + u * BK_VW);
+                            acc[q][u] = acc[q][u] + w * xv;
+                        }
+                    }
+                }
+                for (int q = 0; q < 4; ++q) {
+                    float pl[16];
+                    memcpy(pl, acc[q], 64);
+                    for (int st = 8; st >= 1; st >>= 1)
+                        for (int l = 0; l < st; ++l) pl[l] = pl[l] + pl[l + st];
+                    res[ob + q] = pl[0];
+                }
+            }
+            float b[16] = {0};
+            memcpy(b, op->bias + o0, (size_t)n * 4);
+            VF r[BK_VN];
+            for (int u = 0; u < BK_VN; ++u) {
+                VF rv, bv;
+                BK_LOADV(rv, res + u * BK_VW);
+                BK_LOADV(bv, b + u * BK_VW);
+                r[u] = rv + bv;
+            }
+            if (n == 16) {
+                BK_FN(bk_post16)(op, r, o0, slots, 0, op->out_so);
+                BK_FN(bk_store16)(out + o0 * op->out_so, r, op->out_so);
+            } else {
+                memcpy(y, r, 64);
+                BK_FN(bk_post_apply)(op, y, n, o0, 1, slots, o0 * op->out_so, op->out_so);
+                BK_FN(bk_store)(out + o0 * op->out_so, y, n, op->out_so);
+            }
+        }
+        return;
+    }
     const int64_t sh = op->sh, sw = op->sw, dh = op->dh, dw = op->dw, kh = op->kh, kw = op->kw;
     const int64_t Wo = op->Wo, xs = sw * ssw; /* input step between neighbouring outputs */
+    /* packed sign bits of exactly 16 channels (the planner: no ADD post-op): the post-op
+     * parameters loaded once, in registers (the same float operations as bk_post16) */
+    int hn = -1, hk[4] = {0, 0, 0, 0};
+    VF ha[4][BK_VN], hb[4][BK_VN];
+    if (op->bits_out && op->O == 16 && op->groups == 1 && op->npost <= 4) {
+        hn = op->npost;
+        for (int k = 0; k < hn; ++k) {
+            const bk_post *p = &op->post[k];
+            hk[k] = p->kind;
+            if (p->kind == BK_POST_ADD) hn = -1;
+            for (int u = 0; u < BK_VN; ++u) {
+                ha[k][u] = hb[k][u] = (VF){0};
+                if (p->kind != BK_POST_AFFINE && p->kind != BK_POST_PRELU) continue;
+                if (p->per_channel) {
+                    BK_LOADV(ha[k][u], p->a + u * BK_VW);
+                    if (p->kind == BK_POST_AFFINE) BK_LOADV(hb[k][u], p->b + u * BK_VW);
+                } else {
+                    ha[k][u] = (VF){0} + p->a[0];
+                    if (p->kind == BK_POST_AFFINE) hb[k][u] = (VF){0} + p->b[0];
+                }
+            }
+            if (hn < 0) break;
+        }
+    }
     /* Order of the float sums (the same in every variant, every lane):
      *   ksplit == 0: acc = ((w_0 x_0 + w_1 x_1) + w_2 x_2) + ... over k = (c, ky, kx), then + bias
-     *   ksplit == 1 (one output position per row: linear layers): four partial sums over
+     *   ksplit == 1 (a single output position: one row of a linear layer): four partial sums over
      *                k mod 4, combined as (s0 + s1) + (s2 + s3), then + bias. */
-    const int ksplit = Wo * op->Ho < 4;
+    const int ksplit = Wo * op->Ho == 1; /* (the block below computes one position) */
     for (int64_t g = 0; g < G; ++g) {
         const float *wg = op->wf + g * ck * opad;
         const float *sg = src + g * cg * ssc;
@@ -379,7 +460,43 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                             r[u] = acc[q][u] + bv;
                         }
                         const int64_t off = oy * op->out_sh + (ox0 + q) * op->out_sw;
-                        if (n == 16) {
+                        if (n == 16 && op->bits_out) {
+                            /* packed sign rows for a binary consumer (planner: groups 1, O % 16 == 0):
+                             * the same values, packed as the consumer would; bits p * O + o.. */
+                            if (hn >= 0) {
+                                for (int k = 0; k < hn; ++k)
+                                    for (int u = 0; u < BK_VN; ++u) {
+                                        if (hk[k] == BK_POST_AFFINE) {
+                                            r[u] = ha[k][u] * r[u] + hb[k][u];
+                                        } else if (hk[k] == BK_POST_PRELU) {
+                                            const VF neg = ha[k][u] * r[u];
+                                            const VI ge = r[u] >= (VF){0};
+                                            r[u] = (VF)((ge & (VI)r[u]) | (~ge & (VI)neg));
+                                        } else if (hk[k] == BK_POST_RELU) {
+                                            r[u] = (VF)((r[u] > (VF){0}) & (VI)r[u]);
+                                        }
+                                    }
+                            } else {
+                                BK_FN(bk_post16)(op, r, o, slots, off, op->out_so);
+                            }
+                            /* bit 1 iff v < 0 (ordered: -0.0 and NaN give 0), as BK_PACK: the lane
+                             * masks (-1 / 0) are turned into bits by 0 > mask */
+                            int32_t lm[16];
+                            for (int u = 0; u < BK_VN; ++u) {
+                                const VI mu = r[u] < (VF){0};
+                                memcpy(lm + u * BK_VW, &mu, sizeof(mu));
+                            }
+                            static const int32_t zero16[16] = {0};
+                            const uint64_t m = BK_GTMASK16(zero16, lm);
+                            const int64_t bit = (oy * Wo + ox0 + q) * op->O + o;
+                            if (BK_BYTE_BITS) {
+                                const uint16_t h = (uint16_t)m;
+                                memcpy((uint8_t *)out + bit / 8, &h, 2);
+                            } else {
+                                uint64_t *wd = (uint64_t *)(void *)out + bit / 64;
+                                *wd = (*wd & ~((uint64_t)0xffff << (bit & 63))) | (m << (bit & 63));
+                            }
+                        } else if (n == 16) {
                             BK_FN(bk_post16)(op, r, o, slots, off, op->out_so);
                             BK_FN(bk_store16)(out + off + o * op->out_so, r, op->out_so);
                         } else {
@@ -405,8 +522,20 @@ BK_ATTR static inline __attribute__((always_inline)) const uint64_t *BK_FN(bk_bc
     /* 1. pack the input into the zero-padded grid of words (padding positions: 0 bits) */
     const int padded = (op->pt | op->pb | op->pl | op->pr) != 0;
     if (padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
-    if (op->prepacked) {
+    if (op->prepacked && !op->rowmode) {
         grid = (uint64_t *)(void *)x; /* direct: the rows as they are */
+    } else if (op->rowmode && op->prepacked) {
+        /* dense packed rows from the producer (W * C bits each, word aligned): copied in place */
+        if (!padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
+        const uint64_t *src = (const uint64_t *)(const void *)x;
+        const int64_t sw = W * C / 64;
+        for (int64_t i = 0; i < H; ++i) {
+            uint64_t *row = grid + (i + op->pt) * op->rwords;
+            if (BK_BYTE_BITS && (C & 7) == 0)
+                memcpy((uint8_t *)row + op->pl * C / 8, src + i * sw, (size_t)(W * C / 8));
+            else
+                bk_bits_copy(row, (size_t)(op->pl * C), src + i * sw, 0, (size_t)(W * C));
+        }
     } else if (op->rowmode) {
         /* dense rows: bit ((x + pl) * C + c) of padded row y + pt is channel c of pixel (y, x) */
         if (!padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
@@ -537,6 +666,15 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
         const uint64_t *restrict ginv = op->ginv;
         uint64_t *restrict dst = (uint64_t *)(void *)out;
         const int64_t nw = op->grows * op->owords;
+#ifdef BK_GATHERGT16 /* hardware gathers (AVX2 / AVX-512): integer compares, the same bits */
+        for (int64_t w = 0; w < nw; ++w) {
+            const int32_t *s = gsrc + w * 64, *t = gthr + w * 64;
+            dst[w] = ((uint64_t)BK_GATHERGT16(cnt, s, t) | ((uint64_t)BK_GATHERGT16(cnt, s + 16, t + 16) << 16) |
+                      ((uint64_t)BK_GATHERGT16(cnt, s + 32, t + 32) << 32) |
+                      ((uint64_t)BK_GATHERGT16(cnt, s + 48, t + 48) << 48)) ^
+                     ginv[w];
+        }
+#else
         int32_t g[64];
         for (int64_t w = 0; w < nw; ++w) {
             const int32_t *s = gsrc + w * 64, *t = gthr + w * 64;
@@ -545,6 +683,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                       ((uint64_t)BK_GTMASK16(g + 32, t + 32) << 32) | ((uint64_t)BK_GTMASK16(g + 48, t + 48) << 48)) ^
                      ginv[w];
         }
+#endif
         return;
     }
     if (op->bits_out && op->cthr) {
@@ -1007,3 +1146,4 @@ BK_ATTR static void BK_FN(bk_run_ops)(const bk_plan *plan, float *const *slots, 
 #undef BK_GEMM
 #undef BK_PACK
 #undef BK_GTMASK16
+#undef BK_GATHERGT16

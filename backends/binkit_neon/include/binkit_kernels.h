@@ -200,6 +200,21 @@ BK_TARGET_AVX2 static inline uint32_t bk_gtmask16_avx2(const int32_t *c, const i
 BK_TARGET_AVX512 static inline uint32_t bk_gtmask16_avx512(const int32_t *c, const int32_t *t) {
     return (uint32_t)_mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)c), _mm512_loadu_si512((const void *)t));
 }
+
+/* Gathered form: bit i = c[idx[i]] > t[i] (idx: 16 in-range int32 indices into c). */
+BK_TARGET_AVX2 static inline uint32_t bk_gathergt16_avx2(const int32_t *c, const int32_t *idx, const int32_t *t) {
+    const __m256i g0 = _mm256_cmpgt_epi32(_mm256_i32gather_epi32(c, _mm256_loadu_si256((const __m256i *)idx), 4),
+                                          _mm256_loadu_si256((const __m256i *)t));
+    const __m256i g1 = _mm256_cmpgt_epi32(_mm256_i32gather_epi32(c, _mm256_loadu_si256((const __m256i *)(idx + 8)), 4),
+                                          _mm256_loadu_si256((const __m256i *)(t + 8)));
+    return (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(g0)) |
+           ((uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(g1)) << 8);
+}
+
+BK_TARGET_AVX512 static inline uint32_t bk_gathergt16_avx512(const int32_t *c, const int32_t *idx, const int32_t *t) {
+    const __m512i g = _mm512_i32gather_epi32(_mm512_loadu_si512((const void *)idx), (const void *)c, 4);
+    return (uint32_t)_mm512_cmpgt_epi32_mask(g, _mm512_loadu_si512((const void *)t));
+}
 #endif
 
 #if BK_HAVE_NEON

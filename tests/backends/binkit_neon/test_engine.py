@@ -762,3 +762,82 @@ def test_run_fast_path_falls_back(small):
     np.testing.assert_array_equal(small.run(x[:1]), want[:1])
     with pytest.raises(ValueError, match="NaN"):
         small.run(np.full_like(x, np.nan))
+
+
+def build_fp_bits(path, o: int, seed: int = 13) -> str:
+    """(2, 12, 16) input; conv2d_fp 2 -> o (3x3, stride 2, padding 1: (o, 6, 8)) -> affine -> prelu
+    -> bconv2d o -> 8 (5x5, stride 2, padding 2) -> flatten -> linear_fp. 'pos' (positive slopes)
+    'neg' (some negative slopes: the bits are packed from the same float values, so still exact)
+    and 'relu' (a relu after the prelu) let the float conv write the binary conv's packed rows when o is a multiple of 16 (and
+    not of 64); 'add' (an add after the prelu) and 'two' (a second binary reader) keep floats."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    names = {}
+    for view in ("pos", "neg", "relu", "add", "two"):
+        first = len(b.ops)
+        x = b.op("conv2d_fp", ["input"], _conv_attrs([2, 2], [[1, 1], [1, 1]], [1, 1], groups=1, input_sign=False),
+                 weight=b.f32(o, 2, 3, 3), bias=b.f32(o))                                 # (o, 6, 8)
+        x = b.op("affine", [x], {"axis": 0}, multiplier=b.f32(o, lo=0.5, hi=1.5), offset=b.f32(o, lo=-0.3, hi=0.3))
+        slope = b.f32(o, lo=-0.5, hi=0.5) if view == "neg" else b.f32(o, lo=0.05, hi=0.5)
+        x = b.op("prelu", [x], {"axis": 0}, slope=slope)
+        if view == "relu":
+            x = b.op("relu", [x])
+        if view == "add":
+            x = b.op("add", [x, x])
+        y = b.op("bconv2d", [x], _bconv_attrs(o, [5, 5], [2, 2], [[2, 2], [2, 2]], [1, 1]),
+                 weight=b.packed(8, 5, 5, o), **b.transform(8))                         # (8, 3, 4)
+        if view == "two":
+            z = b.op("bconv2d", [x], _bconv_attrs(o, [5, 5], [2, 2], [[2, 2], [2, 2]], [1, 1]),
+                     weight=b.packed(8, 5, 5, o), **b.transform(8))
+            y = b.op("add", [y, z])
+        y = b.op("flatten", [y])
+        y = b.op("linear_fp", [y], {"input_sign": False}, weight=b.f32(L, 96, lo=-0.2, hi=0.2), bias=b.f32(L))
+        names[view] = (list(range(first, len(b.ops))), y)
+    return b.save(path, (2, 12, 16), {v: ops for v, (ops, _) in names.items()}, {v: out for v, (_, out) in names.items()})
+
+
+@pytest.mark.parametrize("o", [16, 32, 24, 64])
+def test_float_conv_writes_binary_conv_packed_rows(tmp_path, o):
+    from binkit_neon.engine import _Planner
+    art = load_artifact(build_fp_bits(tmp_path / f"fpb{o}.bkm", o))
+    for view in art.views:
+        p = _Planner(art, view)
+        p.plan()
+        ops = p.finish()[0]
+        fused = view in ("pos", "neg", "relu") and o in (16, 32)
+        assert ops[0]["kind"] == 1 and bool(ops[0].get("bits_out")) == fused, view
+        b = next(op for op in ops if op["kind"] == 2)
+        assert bool(b.get("prepacked")) == fused and b["rowmode"] == int(o % 64 != 0), view
+    for batch, seed in ((1, 31), (5, 32)):
+        _check_all_kernels(art, batch, seed)
+
+
+def build_linear_rows(path, seed: int = 17) -> str:
+    """(3, 40) input; 'one': flatten -> linear_fp 120 -> 37 (three 16-output chunks, a 5-output
+    tail, inputs not a multiple of 16) -> prelu -> linear_fp 37 -> 5 (input_sign): one row each,
+    vectorised over the inputs; 'rows': linear_fp 40 -> 20 on 3 rows (per-output vectors) ->
+    flatten -> linear_fp 60 -> 5."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    x = b.op("flatten", ["input"])
+    x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(37, 120), bias=b.f32(37))
+    x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(37, lo=-0.5, hi=0.5))
+    one = b.op("linear_fp", [x], {"input_sign": True}, weight=b.f32(L, 37).astype(np.float16), bias=b.f32(L))
+    n_one = len(b.ops)
+    x = b.op("linear_fp", ["input"], {"input_sign": False}, weight=b.f32(20, 40), bias=b.f32(20))
+    x = b.op("flatten", [x])
+    rows = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 60, lo=-0.2, hi=0.2))
+    return b.save(path, (3, 40), {"one": list(range(n_one)), "rows": list(range(n_one, len(b.ops)))},
+                  {"one": one, "rows": rows})
+
+
+def test_linear_vectorised_over_inputs(tmp_path):
+    from binkit_neon.engine import _Planner
+    art = load_artifact(build_linear_rows(tmp_path / "lin.bkm"))
+    for view, want in (("one", [1, 1]), ("rows", [0, 1])):
+        p = _Planner(art, view)
+        p.plan()
+        ops = p.finish()[0]
+        assert [op.get("ivec", 0) for op in ops if op["kind"] == 1] == want, view
+    for batch, seed in ((1, 41), (6, 42)):
+        _check_all_kernels(art, batch, seed)
