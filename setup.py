@@ -1,7 +1,7 @@
 """Build script for binkit's compiled parts (Cython over C headers).
 
 Metadata lives in pyproject.toml; this file only declares extension modules. Every ``.pyx``
-under ``backends/`` becomes an extension. Flags are portable: no host-specific -march flag (kernels
+under ``backends/`` becomes an extension. Flags are portable: no host-specific architecture flag (kernels
 pick their instruction set at run time).
 """
 

@@ -26,6 +26,7 @@ from binkit.cli import main
 from binkit.export import export_model
 from binkit.nn.summary import summary
 from binkit.runtime.artifact import load_artifact
+from testnets import ConvBNPReLU
 
 FAST = ["--runs", "5", "--warmup", "1", "--reference-runs", "2", "--throughput-runs", "2", "--batch", "4",
         "--profile-repeats", "2", "--peak-seconds", "0.01", "--onnx-exporter", "torchscript", "-q"]
@@ -73,22 +74,6 @@ def dfsmn(tmp_path_factory):
     export_model(model, path, labels=[f"c{i}" for i in range(5)], feature_spec={"kind": "bifsmn_logmel"},
                  float16=False)
     return model, path
-
-
-class ConvBNPReLU(nn.Module):
-    """Float stem, one binary conv + BN + PReLU, float head (as in tests/export/test_export.py)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(1, 8, 3, padding=1)
-        self.conv = nn.Conv2d(8, 16, 3, padding=1)
-        self.bn = nn.BatchNorm2d(16)
-        self.act = nn.PReLU(16)
-        self.flat = nn.Flatten()
-        self.head = nn.Linear(16 * 6 * 6, 3)
-
-    def forward(self, x):
-        return self.head(self.flat(self.act(self.bn(self.conv(self.stem(x))))))
 
 
 def _small(tmp_path, method="bifsmn", **kw):

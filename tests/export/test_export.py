@@ -5,32 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import binkit
 from binkit import registry
 from binkit.export import ExportError, export_model
 from binkit.runtime.artifact import load_artifact
+from testnets import ConvBNPReLU
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _plugins():
     if "reference" not in registry.names("backend"):
         registry.register_plugin("binkit.runtime.plugin")
-
-
-class ConvBNPReLU(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(1, 8, 3, padding=1)
-        self.conv = nn.Conv2d(8, 16, 3, padding=1)
-        self.bn = nn.BatchNorm2d(16)
-        self.act = nn.PReLU(16)
-        self.flat = nn.Flatten()
-        self.head = nn.Linear(16 * 6 * 6, 3)
-
-    def forward(self, x):
-        return self.head(self.flat(self.act(self.bn(self.conv(self.stem(x))))))
 
 
 def _net(method="bifsmn", seed=0):

@@ -20,6 +20,7 @@ from binkit.export.lower import PlanBuilder
 from binkit.runtime.artifact import ArtifactError, load_artifact, required_features
 from binkit.runtime.bits import unpack_signs
 from binkit.runtime.reference import ReferenceProgram
+from testnets import EveryBinaryOpNet
 
 PLANES = [(1, 1), (2, 1), (1, 3), (4, 4)]
 
@@ -28,32 +29,6 @@ PLANES = [(1, 1), (2, 1), (1, 3), (4, 4)]
 def _plugins():
     if "reference" not in registry.names("backend"):
         registry.register_plugin("binkit.runtime.plugin")
-
-
-class Net(nn.Module):
-    """(1, 8, 8) -> stem (float) -> bconv2d 63->65 s2 -> (65, 16) -> bdwconv1d -> bconv1d 65->63
-    -> flatten -> blinear 1008->65 -> head (float)."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(1, 63, 3, padding=1)
-        self.bn0, self.act0 = nn.BatchNorm2d(63), nn.PReLU(63)
-        self.conv = nn.Conv2d(63, 65, 3, stride=2, padding=1)
-        self.bn1, self.act1 = nn.BatchNorm2d(65), nn.PReLU(65)
-        self.dw = nn.Conv1d(65, 65, 5, padding=2, groups=65)
-        self.bn2, self.act2 = nn.BatchNorm1d(65), nn.PReLU(65)
-        self.pw = nn.Conv1d(65, 63, 3, padding=1)
-        self.bn3, self.act3 = nn.BatchNorm1d(63), nn.PReLU(63)
-        self.fc = nn.Linear(63 * 16, 65)
-        self.bn4, self.act4 = nn.BatchNorm1d(65), nn.PReLU(65)
-        self.head = nn.Linear(65, 5)
-
-    def forward(self, x):
-        x = self.act0(self.bn0(self.stem(x)))
-        x = self.act1(self.bn1(self.conv(x))).flatten(2)
-        x = self.act2(self.bn2(self.dw(x)))
-        x = self.act3(self.bn3(self.pw(x))).flatten(1)
-        return self.head(self.act4(self.bn4(self.fc(x))))
 
 
 def _randomise(model, seed=1):
@@ -74,7 +49,7 @@ def _randomise(model, seed=1):
 def _net(p, q, seed=0, policy=None):
     torch.manual_seed(seed)
     policy = policy or {"method": "residual", "params": {"weight_planes": p, "input_planes": q}}
-    net = _randomise(binkit.binarize(Net(), policy))
+    net = _randomise(binkit.binarize(EveryBinaryOpNet(), policy))
     net.feature_shape = (1, 8, 8)
     return net
 

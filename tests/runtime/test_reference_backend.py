@@ -15,6 +15,7 @@ from binkit import registry
 from binkit.export import export_model
 from binkit.runtime.bits import pack_signs
 from binkit.runtime.reference import _bconv1d, zero_padding_correction
+from testnets import randomize_stats
 
 RTOL = 1e-4
 
@@ -25,27 +26,12 @@ def _reference_backend():
         registry.register_plugin("binkit.runtime.plugin")
 
 
-def _randomize_stats(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) * 3 - 1.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 2 - 1)
-            elif isinstance(m, nn.PReLU):
-                m.weight.copy_(torch.rand(m.num_parameters, generator=g) - 0.5)
-    return model.eval()
-
-
 def _dfsmn(seed=0):
     from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
 
     torch.manual_seed(seed)
     model = DFSMN(DFSMNParams(), 12, (1, 32, 32))
-    return _randomize_stats(binkit.binarize(model, "bifsmn"), seed)
+    return randomize_stats(binkit.binarize(model, "bifsmn"), seed)
 
 
 def _check(rt_model, model, x: np.ndarray, view=None):
@@ -135,7 +121,7 @@ class _Net(nn.Module):
 @pytest.mark.parametrize("method", ["bifsmn", "xnor", "bnn"])
 def test_generic_chain_odd_channel_counts(tmp_path, method):
     torch.manual_seed(3)
-    net = _randomize_stats(binkit.binarize(_Net(), method), 3)
+    net = randomize_stats(binkit.binarize(_Net(), method), 3)
     net.feature_shape = (1, 8, 8)
     path = tmp_path / "net.bkm"
     rep = export_model(net, path, labels=list("abcde"), float16=False)
@@ -163,7 +149,7 @@ def test_depthwise_and_dense_conv1d_with_zero_padding(tmp_path):
             return self.head(self.flat(self.pw(self.bn(self.dw(self.a(x))))))
 
     torch.manual_seed(4)
-    net = _randomize_stats(binkit.binarize(Seq(), "bifsmn"), 4)
+    net = randomize_stats(binkit.binarize(Seq(), "bifsmn"), 4)
     net.feature_shape = (3, 9)
     path = tmp_path / "seq.bkm"
     export_model(net, path, labels=list("abcd"), float16=False)

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn
 
 import binkit
 import binkit.runtime
@@ -24,24 +23,10 @@ from binkit.export import export_model
 
 binkit_neon = pytest.importorskip("binkit_neon")
 from binkit_neon.engine import Program
+from testnets import EveryBinaryOpNet, randomize_stats
 
 RTOL = 1e-4
 CLIPS = 1024
-
-
-def _randomize_stats(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) * 3 - 1.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 2 - 1)
-            elif isinstance(m, nn.PReLU):
-                m.weight.copy_(torch.rand(m.num_parameters, generator=g) - 0.5)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +34,7 @@ def dfsmn(tmp_path_factory):
     from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
 
     torch.manual_seed(0)
-    model = _randomize_stats(binkit.binarize(DFSMN(DFSMNParams(), 12, (1, 32, 32)), "bifsmn"), 0)
+    model = randomize_stats(binkit.binarize(DFSMN(DFSMNParams(), 12, (1, 32, 32)), "bifsmn"), 0)
     path = tmp_path_factory.mktemp("dfsmn") / "dfsmn.bkm"
     export_model(model, path, labels=[f"c{i}" for i in range(12)], feature_spec={"kind": "bifsmn_logmel"},
                  float16=False)
@@ -101,32 +86,6 @@ def test_dfsmn_profile_covers_the_plan(dfsmn):
     assert sum(r["seconds"] for r in rows) > 0
 
 
-class _MPNet(nn.Module):
-    """(1, 8, 8) -> stem (float) -> bconv2d 63->65 s2 -> (65, 16) -> bdwconv1d -> bconv1d 65->63
-    -> flatten -> blinear 1008->65 -> head (float): every binary op kind, partial words."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(1, 63, 3, padding=1)
-        self.bn0, self.act0 = nn.BatchNorm2d(63), nn.PReLU(63)
-        self.conv = nn.Conv2d(63, 65, 3, stride=2, padding=1)
-        self.bn1, self.act1 = nn.BatchNorm2d(65), nn.PReLU(65)
-        self.dw = nn.Conv1d(65, 65, 5, padding=2, groups=65)
-        self.bn2, self.act2 = nn.BatchNorm1d(65), nn.PReLU(65)
-        self.pw = nn.Conv1d(65, 63, 3, padding=1)
-        self.bn3, self.act3 = nn.BatchNorm1d(63), nn.PReLU(63)
-        self.fc = nn.Linear(63 * 16, 65)
-        self.bn4, self.act4 = nn.BatchNorm1d(65), nn.PReLU(65)
-        self.head = nn.Linear(65, 5)
-
-    def forward(self, x):
-        x = self.act0(self.bn0(self.stem(x)))
-        x = self.act1(self.bn1(self.conv(x))).flatten(2)
-        x = self.act2(self.bn2(self.dw(x)))
-        x = self.act3(self.bn3(self.pw(x))).flatten(1)
-        return self.head(self.act4(self.bn4(self.fc(x))))
-
-
 MP_CLIPS = 256
 
 
@@ -135,8 +94,8 @@ def test_residual_multiplane_engine_matches_torch(tmp_path, p, q):
     """A 'residual'-binarized net (P weight planes, Q input planes in every binary op) exported and
     run on the engine (picked by backend 'auto') against torch eval and the reference."""
     torch.manual_seed(p * 10 + q)
-    net = binkit.binarize(_MPNet(), {"method": "residual", "params": {"weight_planes": p, "input_planes": q}})
-    net = _randomize_stats(net, p + q)
+    net = binkit.binarize(EveryBinaryOpNet(), {"method": "residual", "params": {"weight_planes": p, "input_planes": q}})
+    net = randomize_stats(net, p + q)
     with torch.no_grad():  # trained-looking input scales
         for m in net.modules():
             if getattr(m, "log_scales", None) is not None:
