@@ -31,6 +31,7 @@ from torch import nn
 from binkit.atomic import atomic_path, atomic_write_text
 from binkit.data.splits import LabeledSplits
 from binkit.distill import DistillOutputs
+from binkit.nn._modes import eval_mode
 from binkit.quant import apply_constraints, update_schedules
 from binkit.specs import ExperimentSpec, ResolvedExperiment, resolve, spec_to_toml
 from binkit.train.build import build_model, load_checkpoint
@@ -207,6 +208,32 @@ def _save_model(path: Path, spec_toml: str, data: LabeledSplits, state_dict: dic
                     "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}, tmp)
 
 
+def _check_teacher(resolved: ResolvedExperiment, teacher_resolved: ResolvedExperiment, path: str,
+                   model: nn.Module, teacher: nn.Module, distiller, views: list[str | None],
+                   feature_shape: tuple[int, ...], device: torch.device) -> None:
+    """Refuse a teacher the distiller cannot compare with the student, before any training.
+
+    A distiller that needs taps needs them on the teacher too; then one probe batch of zeros
+    runs through both models (eval mode, ``no_grad``, no random numbers drawn) and the distiller
+    is called on every trained view: shape mismatches between student and teacher (HED's block
+    taps of different architectures or widths, logits) fail here, naming both architectures.
+    """
+    dist, s_arch, t_arch = resolved.distiller, resolved.architecture.name, teacher_resolved.architecture.name
+    pieces = f"student {s_arch!r} and teacher {t_arch!r} ({path})"
+    if dist.needs_taps and not teacher_resolved.capabilities.taps:
+        raise ValueError(f"distiller {dist.name!r} needs feature taps, but the teacher {path} "
+                         f"(architecture {t_arch!r}) exposes none; student is {s_arch!r}")
+    x = torch.zeros((2, *feature_shape), device=device)
+    with torch.no_grad(), eval_mode(model):
+        teacher_out = _forward(teacher, x, None)
+        for v in views:
+            try:
+                distiller(_forward(model, x, v), teacher_out)
+            except (ValueError, RuntimeError) as exc:
+                view = "" if v is None else f" (view {v!r})"
+                raise ValueError(f"distiller {dist.name!r} cannot compare {pieces}{view}: {exc}") from None
+
+
 def _init_from(model: nn.Module, resolved: ResolvedExperiment, path: str, ctx: DistContext) -> None:
     """Load ``path``'s weights into ``model`` (architecture mapping, else name+shape matches)."""
     p = Path(path)
@@ -293,6 +320,8 @@ def _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume) -> Tra
         for p in teacher.parameters():
             p.requires_grad_(False)
         distiller = resolved.distiller.factory(resolved.distiller_params)
+        _check_teacher(resolved, meta["resolved"], spec.distillation.teacher, model, teacher, distiller,
+                       [v for v, _ in trained], data.feature_shape, device)
 
     if t.init_from:
         _init_from(model, resolved, t.init_from, ctx)

@@ -1,5 +1,6 @@
 """Keyword-spotting architectures for binkit (one family per module).
 
-Today: small reference models used by tests, the demo and the binarizer comparison (``mlp``,
-``small_cnn``). DS-CNN, TC-ResNet and BC-ResNet join here (see the backbone issue).
+Small reference models used by tests, the demo and the binarizer comparison (``mlp``,
+``small_cnn``), and the published KWS backbones ``dscnn`` (Hello Edge DS-CNN S/M/L),
+``tcresnet`` (TC-ResNet8/14) and ``bcresnet`` (BC-ResNet-tau).
 """

@@ -40,3 +40,24 @@ class KWSModel(nn.Module):
             raise ValueError(f"{type(self).__name__} has no views; got view={view!r}")
         self.taps = {}
         return self.forward_head(self.forward_features(x, view))
+
+
+def make_activation(kind: str) -> nn.Module:
+    """``"relu"`` -> ``nn.ReLU``, ``"prelu"`` -> ``nn.PReLU`` (one shared slope, init 0.25).
+
+    The papers' backbones use ReLU; a binarized model wants PReLU: binkit's sign(0) = +1 turns
+    every ReLU output into +1, so a binary layer fed by a ReLU sees a constant input.
+    """
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "prelu":
+        return nn.PReLU()
+    raise ValueError(f"activation must be 'relu' or 'prelu', got {kind!r}")
+
+
+def check_feature_shape(name: str, feature_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(channels, n_mels, frames)`` with every size >= 1, else a ValueError naming ``name``."""
+    if len(feature_shape) != 3 or any(int(s) < 1 for s in feature_shape):
+        raise ValueError(f"{name} needs (channels, n_mels, frames) features, got {tuple(feature_shape)}")
+    c, f, t = (int(s) for s in feature_shape)
+    return c, f, t
