@@ -67,3 +67,63 @@ class EveryBinaryOpNet(nn.Module):
         x = self.act2(self.bn2(self.dw(x)))
         x = self.act3(self.bn3(self.pw(x))).flatten(1)
         return self.head(self.act4(self.bn4(self.fc(x))))
+
+
+class KwsOpsNet(nn.Module):
+    """(1, 12, 10) -> float stem -> binary depthwise 3x3 s2 (bdwconv2d) -> binary 1x1 (bconv2d)
+    -> SiLU -> AvgPool2d 2 (padding 1, count_include_pad off) -> binary 3x3 -> global average
+    (mean) -> head: the ops the KWS backbones (DS-CNN, TC-ResNet, BC-ResNet) add; 65 channels
+    (a partial second word)."""
+
+    def __init__(self, c: int = 65):
+        super().__init__()
+        self.stem = nn.Conv2d(1, c, 3, padding=1)
+        self.bn0, self.act0 = nn.BatchNorm2d(c), nn.PReLU(c)
+        self.dw = nn.Conv2d(c, c, 3, stride=2, padding=1, groups=c, bias=False)
+        self.bn1, self.act1 = nn.BatchNorm2d(c), nn.PReLU(c)
+        self.pw = nn.Conv2d(c, c, 1, bias=False)
+        self.bn2, self.act2 = nn.BatchNorm2d(c), nn.SiLU()
+        self.pool = nn.AvgPool2d(2, padding=1, count_include_pad=False)
+        self.conv = nn.Conv2d(c, c, (3, 1), padding=(1, 0), bias=False)
+        self.bn3, self.act3 = nn.BatchNorm2d(c), nn.PReLU(c)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.head = nn.Linear(c, 4)
+
+    def forward(self, x):
+        x = self.act0(self.bn0(self.stem(x)))
+        x = self.act1(self.bn1(self.dw(x)))
+        x = self.pool(self.act2(self.bn2(self.pw(x))))
+        x = self.act3(self.bn3(self.conv(x)))
+        return self.head(self.flat(self.gap(x)))
+
+
+class BroadcastNet(nn.Module):
+    """(1, 8, 12) -> float stem (C, 8, 12) -> binary 3x3 -> frequency mean (C, 1, 12) -> binary
+    depthwise (1, 3) dilation 2 -> SiLU -> broadcast add over frequency -> ReLU -> global mean
+    -> head: BC-ResNet's broadcast residual in miniature, lowered by ``lower_for_export``."""
+
+    def __init__(self, c: int = 40):
+        super().__init__()
+        self.stem = nn.Conv2d(1, c, 3, padding=1)
+        self.bn0, self.act0 = nn.BatchNorm2d(c), nn.PReLU(c)
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1, self.act1 = nn.BatchNorm2d(c), nn.PReLU(c)
+        self.tconv = nn.Conv2d(c, c, (1, 3), padding=(0, 2), dilation=(1, 2), groups=c, bias=False)
+        self.bn2, self.act2 = nn.BatchNorm2d(c), nn.SiLU()
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(c, 3)
+
+    def forward(self, x):
+        x = self.act1(self.bn1(self.conv(self.act0(self.bn0(self.stem(x))))))
+        f = self.act2(self.bn2(self.tconv(x.mean(2, keepdim=True))))
+        return self.head(self.relu(x + f).mean((2, 3)))
+
+    def lower_for_export(self, b, views):
+        for view in views:
+            x = b.begin_view(view)
+            x = b.module(self.act0, b.module(self.bn0, b.module(self.stem, x)))
+            x = b.module(self.act1, b.module(self.bn1, b.module(self.conv, x)))
+            f = b.module(self.act2, b.module(self.bn2, b.module(self.tconv, b.mean(x, [1], True, name="freq"))))
+            y = b.module(self.relu, b.add(x, f, name="broadcast"))
+            b.end_view(b.module(self.head, b.mean(y, [1, 2], False, name="pool")))

@@ -51,7 +51,7 @@ from binkit.runtime.bits import pack_signs
 
 __all__ = ["PlanBuilder", "lower_chain", "BINARY_OPS"]
 
-BINARY_OPS = ("bconv2d", "bconv1d", "bdwconv1d", "blinear")
+BINARY_OPS = ("bconv2d", "bconv1d", "bdwconv1d", "bdwconv2d", "blinear")
 _SKIP = (nn.Dropout, nn.Identity)
 
 
@@ -164,6 +164,9 @@ class PlanBuilder:
 
     # ------------------------------------------------------------------ structural ops
 
+    def mean(self, x: str, axes: list[int], keepdims: bool = True, name: str = "") -> str:
+        return self.emit("mean", [x], name=name, attrs={"axes": list(axes), "keepdims": keepdims})
+
     def add(self, a: str, b: str, name: str = "") -> str:
         return self.emit("add", [a, b], name=name, output=name and f"{name}.add")
 
@@ -199,13 +202,47 @@ class PlanBuilder:
             return self.emit("prelu", [x], name=name, attrs={"axis": 0}, tensors={"slope": slope}, output=name)
         if isinstance(m, nn.ReLU):
             return self.emit("relu", [x], name=name, output=name)
+        if isinstance(m, nn.SiLU):
+            return self.emit("silu", [x], name=name, output=name)
+        if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            return self._avgpool(name, m, x)
         if isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
                 raise ExportError(f"{name}: only Flatten(start_dim=1, end_dim=-1) is supported")
             return self.flatten(x, name)
         raise ExportError(f"layer {name!r}: no export lowering for {type(m).__name__} (supported: Linear, "
-                          "Conv1d, Conv2d and their binary twins, BatchNorm1d/2d, PReLU, ReLU, Dropout, "
-                          "Identity, Flatten, Sequential)")
+                          "Conv1d, Conv2d and their binary twins, BatchNorm1d/2d, PReLU, ReLU, SiLU, "
+                          "AvgPool2d, AdaptiveAvgPool2d, Dropout, Identity, Flatten, Sequential)")
+
+    def _avgpool(self, name: str, m: nn.Module, x: str) -> str:
+        """AvgPool2d -> ``avgpool2d``; AdaptiveAvgPool2d to 1 x 1 -> ``mean`` over (H, W) kept as 1
+        (an adaptive pool whose bins divide the input evenly -> ``avgpool2d``)."""
+        shape = self._shapes[x]
+        if len(shape) != 3:
+            raise ExportError(f"layer {name!r}: {type(m).__name__} needs a (C, H, W) input, got {shape}")
+        def pair(v) -> list[int]:
+            return [int(v), int(v)] if isinstance(v, int) else [int(e) for e in v]
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            out = [shape[1 + i] if e is None else e for i, e in enumerate(pair(m.output_size) if m.output_size
+                                                                            is not None else [None, None])]
+            if out == [1, 1]:
+                return self.emit("mean", [x], name=name, attrs={"axes": [1, 2], "keepdims": True}, output=name)
+            if any(shape[1 + i] % out[i] for i in range(2)):
+                raise ExportError(f"layer {name!r}: AdaptiveAvgPool2d{tuple(out)} of a {shape[1:]} input has uneven "
+                                  "bins; only 1 x 1 or sizes dividing the input are supported")
+            k = [shape[1 + i] // out[i] for i in range(2)]
+            attrs = {"kernel_size": k, "stride": k, "padding": [[0, 0], [0, 0]], "count_include_pad": True}
+            return self.emit("avgpool2d", [x], name=name, attrs=attrs, output=name)
+        if m.ceil_mode:
+            raise ExportError(f"layer {name!r}: AvgPool2d(ceil_mode=True) is not supported")
+        if m.divisor_override is not None:
+            raise ExportError(f"layer {name!r}: AvgPool2d(divisor_override=...) is not supported")
+        k = pair(m.kernel_size)
+        stride = pair(m.stride if m.stride is not None else m.kernel_size)
+        pad = pair(m.padding)
+        attrs = {"kernel_size": k, "stride": stride, "padding": [[pad[0], pad[0]], [pad[1], pad[1]]],
+                 "count_include_pad": bool(m.count_include_pad)}
+        return self.emit("avgpool2d", [x], name=name, attrs=attrs, output=name)
 
     def _batchnorm(self, name: str, m: nn.modules.batchnorm._BatchNorm, x: str) -> str:
         if m.running_mean is None or m.running_var is None:
@@ -402,15 +439,19 @@ class PlanBuilder:
         if kind == "other":
             return f"input quantizer {type(m.input_quantizer).__name__} does not compute sign(x)", kind
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups != 1:
-            depthwise = isinstance(m, nn.Conv1d) and m.groups == m.in_channels == m.out_channels
+            depthwise = m.groups == m.in_channels == m.out_channels
             if not depthwise:
-                return (f"grouped convolution (groups={m.groups}) is not a binary op; only dense convs and "
-                        "depthwise Conv1d are"), kind
+                return (f"grouped convolution (groups={m.groups}) is not a binary op; only dense and "
+                        "depthwise convs are"), kind
         try:
-            self._weight_planes(m)
+            signs, _ = self._weight_planes(m)
         except NotDeployableError as exc:
             return ("weight scale cannot fold into per-output-channel scales of +-1 planes (a multiplier, or "
                     f"weight_scales): {exc}"), kind
+        if isinstance(m, nn.Conv2d) and m.groups != 1 and (kind == "planes" or signs.shape[0] > 1):
+            q = self._input_scales(m)[0]
+            return (f"a depthwise Conv2d runs one plane only (bdwconv2d); its quantizer gives {signs.shape[0]} "
+                    f"weight plane(s) and {1 if q is None else q.shape[0]} input plane(s)"), kind
         return None, kind
 
     def _binary_layer(self, name: str, m: nn.Module, x: str, pads) -> str:
@@ -443,9 +484,12 @@ class PlanBuilder:
         nd = signs.ndim - 3
         attrs = {"in_channels": m.in_channels, "kernel_size": list(m.kernel_size), "stride": list(m.stride),
                  "padding": pads, "dilation": list(m.dilation), **extra}
-        if m.groups != 1:  # depthwise Conv1d: (C, 1, k) -> (k, C) -> (k, words)
+        if m.groups != 1 and nd == 1:  # depthwise Conv1d: (C, 1, k) -> (k, C) -> (k, words)
             tensors["weight"] = self.tensor(f"{name}.weight", packed(lambda s: s[:, 0, :].T))
             return self.emit("bdwconv1d", [x], name=name, attrs=attrs, tensors=tensors, output=name)
+        if m.groups != 1:  # depthwise Conv2d: (C, 1, kh, kw) -> (kh, kw, C) -> (kh, kw, words)
+            tensors["weight"] = self.tensor(f"{name}.weight", packed(lambda s: np.moveaxis(s[:, 0], 0, -1)))
+            return self.emit("bdwconv2d", [x], name=name, attrs=attrs, tensors=tensors, output=name)
         # (out, in, *kernel) -> (out, *kernel, in) -> (out, *kernel, words): one packed row per tap
         tensors["weight"] = self.tensor(f"{name}.weight", packed(lambda s: np.moveaxis(s, 1, -1)))
         return self.emit("bconv2d" if nd == 2 else "bconv1d", [x], name=name, attrs=attrs, tensors=tensors,

@@ -15,7 +15,8 @@ Tensors (names are informative; the plan references tensors by name):
   ``blinear`` ``(out, num_words(in))``; ``bconv1d`` ``(out, kernel, num_words(in))``;
   ``bconv2d`` ``(out, kh, kw, num_words(in))`` (one packed row per tap, so padded taps can be
   skipped exactly); ``bdwconv1d`` ``(kernel, num_words(channels))`` (channel ``c`` of tap ``j`` is
-  the sign of ``W[c, 0, j]``);
+  the sign of ``W[c, 0, j]``); ``bdwconv2d`` ``(kh, kw, num_words(channels))`` (channel ``c`` of
+  tap ``(i, j)`` is the sign of ``W[c, 0, i, j]``);
 * the fused output transform of each binary op, ``multiplier`` and ``offset``, ``float32
   (out,)``: ``y_o = multiplier_o * dot_o + offset_o`` on the integer dot (weight scale, bias and
   BatchNorm folded, see :mod:`binkit.export.lower`); or, instead of both, a sign ``threshold``
@@ -67,11 +68,26 @@ op             input -> output                          tensors / attrs
 ``affine``     ``x -> x``                               multiplier, offset; axis
 ``prelu``      ``x -> x``                               slope ``(1,)`` or ``(C,)``; axis
 ``relu``       ``x -> x``
-``add``        ``a, b -> a + b`` (same shapes)
+``bdwconv2d``  ``(C, H, W) -> (C, H', W')``             as bconv2d, depthwise (one kernel per channel); one
+                                                        plane only
+``avgpool2d``  ``(C, H, W) -> (C, H', W')``             kernel_size, stride, padding, count_include_pad
+``mean``       ``x -> x averaged over axes``            axes (distinct per-example axes), keepdims
+``silu``       ``x -> x * sigmoid(x)``
+``add``        ``a, b -> a + b``                        same rank; per axis equal sizes or one of them 1
+                                                        (broadcast)
 ``reshape``    ``x -> shape``                           shape (same element count)
 ``transpose``  ``x -> permuted``                        perm (a permutation of the per-example axes)
 ``flatten``    ``x -> (prod(shape),)``
 =============  =======================================  ==================================================
+
+``avgpool2d`` sums the window's values inside the input and divides by ``kh * kw`` when
+``count_include_pad`` (padding counts as zeros, torch's default) or by the number of those values
+otherwise; each padding is at most half the kernel. ``mean`` averages over ``axes`` and keeps them
+as size 1 when ``keepdims``. ``add`` broadcasts like numpy over the per-example axes of equal rank.
+
+Ops added after the first version-2 files (``bdwconv2d``, ``avgpool2d``, ``mean``, ``silu``,
+broadcasting ``add``) are optional format features (:func:`required_features`): a backend runs
+them only if it declares them, and ``auto`` backend selection falls back to one that does.
 
 ``input_sign`` (float ops only: float fallbacks of binary layers): the input is replaced by
 ``sign(x)`` (sign(0) = +1) before padding, as binkit's binary layers do.
@@ -126,6 +142,7 @@ from binkit.runtime.bits import BITS_PER_WORD, WORD_DTYPE, num_words
 
 __all__ = [
     "FORMAT",
+    "FEATURE_OPS",
     "FORMAT_VERSION",
     "MAX_PLANES",
     "OPS",
@@ -471,6 +488,60 @@ def _bdwconv1d(where, op, shapes, tensors):
     return (c, _conv_out(where, shape[1], k, s, pad, d))
 
 
+def _bdwconv2d(where, op, shapes, tensors):
+    (shape,) = shapes
+    _rank(where, shape, 3, "(channels, H, W)")
+    a = op["attrs"]
+    c = _int(where, a, "in_channels", 1, 1 << 20)
+    if c != shape[0]:
+        raise ArtifactError(f"{where}: in_channels={c} but the input has {shape[0]} channels")
+    ks = _ints(where, a, "kernel_size", 2, 1)
+    stride = _ints(where, a, "stride", 2, 1)
+    dil = _ints(where, a, "dilation", 2, 1)
+    pads = _pads(where, a, 2)
+    planes = _plane_counts(where, op)
+    if planes != (1, 1):
+        raise ArtifactError(f"{where}: bdwconv2d runs one plane only (weight_planes = input_planes = 1), got "
+                            f"{planes[0]} and {planes[1]}")
+    _packed_weight(where, op, tensors, 1, (*ks, num_words(c)))
+    _check_padding_bits(where, op["tensors"]["weight"], tensors[op["tensors"]["weight"]], c)
+    _plane_tensors(where, op, tensors, planes, c)
+    _binary_output(where, op, tensors, c)
+    return (c, *(_conv_out(where, shape[1 + i], ks[i], stride[i], pads[i], dil[i]) for i in range(2)))
+
+
+def _avgpool2d(where, op, shapes, tensors):
+    (shape,) = shapes
+    _rank(where, shape, 3, "(channels, H, W)")
+    a = op["attrs"]
+    ks = _ints(where, a, "kernel_size", 2, 1)
+    stride = _ints(where, a, "stride", 2, 1)
+    pads = _pads(where, a, 2)
+    for i in range(2):
+        if 2 * max(pads[i]) > ks[i]:
+            raise ArtifactError(f"{where}: padding {pads[i]} is more than half the kernel size {ks[i]}")
+    if not isinstance(a.get("count_include_pad"), bool):
+        raise ArtifactError(f"{where}: attribute 'count_include_pad' must be true or false, got "
+                            f"{a.get('count_include_pad')!r}")
+    return (shape[0], *(_conv_out(where, shape[1 + i], ks[i], stride[i], pads[i], 1) for i in range(2)))
+
+
+def _mean(where, op, shapes, tensors):
+    (shape,) = shapes
+    axes = op["attrs"].get("axes")
+    if (not isinstance(axes, list) or not axes or not all(_is_int(e) and 0 <= e < len(shape) for e in axes)
+            or len(set(axes)) != len(axes)):
+        raise ArtifactError(f"{where}: attribute 'axes' must be a non-empty list of distinct axes in "
+                            f"[0, {len(shape) - 1}], got {axes!r}")
+    keep = _bool(where, op["attrs"], "keepdims")
+    if keep:
+        return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    out = tuple(s for i, s in enumerate(shape) if i not in axes)
+    if not out:
+        raise ArtifactError(f"{where}: averaging every axis without keepdims leaves no axis")
+    return out
+
+
 def _blinear(where, op, shapes, tensors):
     (shape,) = shapes
     if not shape:
@@ -516,9 +587,10 @@ def _relu(where, op, shapes, tensors):
 
 def _add(where, op, shapes, tensors):
     a, b = shapes
-    if a != b:
-        raise ArtifactError(f"{where}: cannot add shapes {a} and {b}")
-    return a
+    if len(a) != len(b) or any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        raise ArtifactError(f"{where}: cannot add shapes {a} and {b} (same rank, per axis equal sizes or one "
+                            "of them 1)")
+    return tuple(max(x, y) for x, y in zip(a, b))
 
 
 def _reshape(where, op, shapes, tensors):
@@ -553,10 +625,14 @@ OPS: dict[str, tuple[int, frozenset[str], Callable]] = {
     "bconv2d": (1, _BINARY_ROLES, _bconv(2)),
     "bconv1d": (1, _BINARY_ROLES, _bconv(1)),
     "bdwconv1d": (1, _BINARY_ROLES, _bdwconv1d),
+    "bdwconv2d": (1, _BINARY_ROLES, _bdwconv2d),
     "blinear": (1, _BINARY_ROLES, _blinear),
     "affine": (1, frozenset({"multiplier", "offset"}), _affine),
     "prelu": (1, frozenset({"slope"}), _prelu),
     "relu": (1, frozenset(), _relu),
+    "silu": (1, frozenset(), _relu),
+    "avgpool2d": (1, frozenset(), _avgpool2d),
+    "mean": (1, frozenset(), _mean),
     "add": (2, frozenset(), _add),
     "reshape": (1, frozenset(), _reshape),
     "transpose": (1, frozenset(), _transpose),
@@ -790,12 +866,26 @@ def _check_frontend(frontend: Any, input_shape: tuple[int, ...]) -> dict[str, An
     return spec.model_dump()
 
 
+#: Ops that are optional format features (the feature is the op's name).
+FEATURE_OPS = ("bdwconv2d", "avgpool2d", "mean", "silu")
+
+
 def required_features(artifact: Artifact) -> frozenset[str]:
     """Optional format features the artifact uses, which a backend must declare (its ``features``)
-    to run it: ``"multiplane"`` when a binary op has ``weight_planes`` or ``input_planes`` > 1."""
-    multi = any(op["attrs"].get("weight_planes", 1) != 1 or op["attrs"].get("input_planes", 1) != 1
-                for op in artifact.ops if op["op"] in ("blinear", "bconv1d", "bconv2d", "bdwconv1d"))
-    return frozenset({"multiplane"}) if multi else frozenset()
+    to run it: ``"multiplane"`` when a binary op has ``weight_planes`` or ``input_planes`` > 1; the
+    op's name for each op of :data:`FEATURE_OPS`; ``"broadcast_add"`` for an ``add`` whose operand
+    shapes differ."""
+    feats = set()
+    if any(op["attrs"].get("weight_planes", 1) != 1 or op["attrs"].get("input_planes", 1) != 1
+           for op in artifact.ops if op["op"] in ("blinear", "bconv1d", "bconv2d", "bdwconv1d")):
+        feats.add("multiplane")
+    feats.update(op["op"] for op in artifact.ops if op["op"] in FEATURE_OPS)
+    for shapes in artifact.shapes.values():
+        for op in artifact.ops:
+            if op["op"] == "add" and all(v in shapes for v in op["inputs"]) and \
+                    shapes[op["inputs"][0]] != shapes[op["inputs"][1]]:
+                feats.add("broadcast_add")
+    return frozenset(feats)
 
 
 def describe(artifact: Artifact) -> str:

@@ -157,8 +157,8 @@ def load(path: str | os.PathLike[str], backend: str = "auto") -> RuntimeModel:
         backend, impl = "reference", get_backend("reference")  # e.g. multi-plane ops before the engine has them
     elif missing:
         raise ArtifactError(f"{path}: backend {backend!r} does not run the artifact feature(s) "
-                            f"{', '.join(sorted(missing))} (bit-serial multi-plane binary ops); use "
-                            "backend='reference' or 'auto'")
+                            f"{', '.join(sorted(missing))} (optional format features, see "
+                            "binkit.runtime.artifact.required_features); use backend='reference' or 'auto'")
     return RuntimeModel(artifact, impl.load(artifact), backend)
 
 

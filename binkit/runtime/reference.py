@@ -131,6 +131,24 @@ def _bdwconv1d_dot(attrs, weight, x):
     return dot.transpose(0, 2, 1)  # (batch, C, T')
 
 
+def _bdwconv2d_dot(attrs, weight, x):
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
+    (ph, pw) = attrs["padding"]
+    # weight: (kh, kw, words): bit c of tap (i, j) = sign of channel c's tap (i, j)
+    ho, wo = _out_len(h, kh, sh, ph, dh), _out_len(w, kw, sw, pw, dw)
+    a = pack_signs(x.transpose(0, 2, 3, 1))  # (batch, H, W, words)
+    dot = np.zeros((n, ho, wo, c), np.int64)
+    for i in range(kh):
+        oy, iy = _valid(ho, h, sh, ph[0], i * dh)
+        for j in range(kw):
+            ox, ix = _valid(wo, w, sw, pw[0], j * dw)
+            if oy.size and ox.size:  # padded taps are skipped: they contribute exactly 0
+                taps = a[:, iy[:, None], ix[None, :]]  # (batch, |oy|, |ox|, words)
+                dot[:, oy[:, None], ox[None, :]] += unpack_signs(taps ^ weight[i, j], c).astype(np.int64)
+    return dot.transpose(0, 3, 1, 2)  # (batch, C, H', W')
+
+
 def _input_planes(attrs, t, x) -> list[tuple[float, np.ndarray]]:
     """``[(a_q, b_q)]``: the greedy residual sign planes of ``x`` (``r_1 = x``, ``b_q = sign(r_q)``,
     ``r_{q+1} = r_q - a_q b_q``), or ``[(1, x)]`` for one plane (the dot packs ``sign(x)``)."""
@@ -174,6 +192,7 @@ _blinear = _binary(_blinear_dot, -1)
 _bconv2d = _binary(_bconv2d_dot, 1)
 _bconv1d = _binary(_bconv1d_dot, 1)
 _bdwconv1d = _binary(_bdwconv1d_dot, 1)
+_bdwconv2d = _binary(_bdwconv2d_dot, 1)
 
 
 def _maybe_sign(attrs, x):
@@ -225,11 +244,35 @@ def _prelu(attrs, t, x):
     return np.where(x >= 0, x, slope * x)
 
 
+def _avgpool2d(attrs, t, x):
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel_size"], attrs["stride"], attrs["padding"]
+    ho, wo = _out_len(h, kh, sh, ph, 1), _out_len(w, kw, sw, pw, 1)
+    total = np.zeros((n, c, ho, wo))
+    count = np.zeros((ho, wo))
+    for i in range(kh):
+        oy, iy = _valid(ho, h, sh, ph[0], i)
+        for j in range(kw):
+            ox, ix = _valid(wo, w, sw, pw[0], j)
+            total[:, :, oy[:, None], ox[None, :]] += x[:, :, iy[:, None], ix[None, :]]
+            count[oy[:, None], ox[None, :]] += 1
+    return total / (kh * kw if attrs["count_include_pad"] else count)
+
+
+def _silu(attrs, t, x):
+    with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0: x / inf = -0, the limit
+        return x / (1.0 + np.exp(-x))
+
+
 _OPS = {
     "blinear": _blinear,
     "bconv2d": _bconv2d,
     "bconv1d": _bconv1d,
     "bdwconv1d": _bdwconv1d,
+    "bdwconv2d": _bdwconv2d,
+    "avgpool2d": _avgpool2d,
+    "mean": lambda a, t, x: x.mean(axis=tuple(i + 1 for i in a["axes"]), keepdims=a.get("keepdims", False)),
+    "silu": _silu,
     "conv2d_fp": lambda a, t, x: _conv_fp(a, t, x, 2),
     "conv1d_fp": lambda a, t, x: _conv_fp(a, t, x, 1),
     "linear_fp": _linear_fp,
@@ -288,7 +331,7 @@ class ReferenceBackend:
 
     name = "reference"
     #: Optional artifact features it runs (:func:`binkit.runtime.artifact.required_features`).
-    features = frozenset({"multiplane"})
+    features = frozenset({"multiplane", "bdwconv2d", "avgpool2d", "mean", "silu", "broadcast_add"})
 
     def load(self, source: str | Path | Artifact) -> ReferenceProgram:
         artifact = source if isinstance(source, Artifact) else load_artifact(source)
