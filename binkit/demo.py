@@ -68,18 +68,12 @@ def _latency_ms(model: torch.nn.Module, shape: tuple[int, ...], view: str | None
 
 def _engine_eval(run: Path, backend: str, model: torch.nn.Module) -> dict:
     """Export a binary run and evaluate the artifact on ``backend``; ``{"note": why}`` if not."""
-    from binkit.export import ExportError, export_run
     from binkit.nn.layers import BinaryLayerMixin
-    from binkit.train.report import evaluate_artifact
+    from binkit.train.report import deploy_run
 
     if not any(isinstance(m, BinaryLayerMixin) for m in model.modules()):
         return {"note": "full precision"}
-    try:
-        export_run(run, run / "model.bkm")
-    except ExportError as exc:
-        return {"note": f"not exported: {str(exc).splitlines()[0]}"}
-    return evaluate_artifact(run / "model.bkm", run, backend=backend,
-                             latency_runs=1000 if backend != "reference" else 50)
+    return deploy_run(run, backend=backend, latency_runs=1000 if backend != "reference" else 50)
 
 
 def _kernels(final: list[dict]) -> str:

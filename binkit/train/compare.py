@@ -68,6 +68,9 @@ class GridSpec(BaseModel):
     base: str = Field(..., min_length=1, description="base spec, relative to the grid file")
     out: str = Field("", description="output folder (default runs/<name>)")
     epochs: int = Field(0, ge=0, description="override training.epochs of every cell (0 = keep)")
+    deploy: bool = Field(False, description="export every cell to <run>/model.bkm and measure the artifact "
+                         "on the runtime (backend auto: the engine when it runs every op): size, accuracy "
+                         "and batch-1 latency per view")
     cells: list[CellSpec] = Field(default_factory=list)
     product: ProductSpec | None = None
 
@@ -238,9 +241,23 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
                 _write_outputs(grid, rows, out)
                 continue
             seconds = time.perf_counter() - t0
-        rows.append(_row(cell, resolved, run, seconds, finished))
+        row = _row(cell, resolved, run, seconds, finished)
+        if grid.deploy:
+            print(f"[{i + 1}/{len(cells)}] {cell.name}: export and runtime measurement", flush=True)
+            row["deploy"] = _deploy(run)
+        rows.append(row)
         _write_outputs(grid, rows, out)
     return rows, out
+
+
+def _deploy(run: Path) -> dict[str, Any]:
+    """:func:`binkit.train.report.deploy_run` of one cell; a failure is recorded, not raised."""
+    from binkit.train.report import deploy_run
+
+    try:
+        return deploy_run(run)
+    except (ValueError, RuntimeError, OSError) as exc:
+        return {"note": f"runtime failed: {type(exc).__name__}: {exc}"}
 
 
 def _write_outputs(grid: GridSpec, rows: list[CellResult], out: Path) -> None:
@@ -257,8 +274,11 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
         for v in r["views"]:
             if v not in views:
                 views.append(v)
+    deployed = any("deploy" in r for r in rows)
     head = ["cell", "architecture", "method", "distill", "trained views"] + [f"acc {v}" for v in views] + \
         ["params", "memory KiB", "compression", "binary MACs", "float MACs", "epochs (best)", "train s"]
+    if deployed:
+        head += ["artifact KiB", "runtime acc (full)", "runtime us (full)", "runtime"]
     lines = [f"# {title}", "", "Test accuracy per view; MACs of the full view; protocol "
              f"{', '.join(sorted({r['protocol'] for r in rows if r['protocol']})) or 'n/a'}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -269,10 +289,27 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
             r["cell"], r["architecture"], r["method"] + ("" if r["deployable"] in (None, True) else " (not deployable)"),
             r["distiller"] or "-", "/".join(r["trained_views"]), *accs, f"{r['params']:,}", f"{r['memory_kib']:.1f}",
             f"{r['compression']:.1f}x", f"{full['binary_macs']:,}", f"{full['float_macs']:,}",
-            f"{r['epochs']} ({r['best_epoch']})", f"{r['seconds']:.0f}"]) + " |")
+            f"{r['epochs']} ({r['best_epoch']})", f"{r['seconds']:.0f}", *(_deploy_cells(r) if deployed else [])])
+            + " |")
+    if deployed:
+        notes = [f"- {r['cell']}: {r['deploy']['note']}" for r in rows if "note" in r.get("deploy", {})]
+        lines += ["", "Runtime columns: the exported `<run>/model.bkm` on the test split, batch-1 median latency "
+                  "of the full view, one thread (backend auto: the compiled engine when it runs every op, "
+                  "else the numpy reference)."]
+        if notes:
+            lines += ["", "Not deployed:", ""] + notes
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+def _deploy_cells(r: CellResult) -> list[str]:
+    d = r.get("deploy") or {}
+    if "views" not in d:
+        return ["-", "-", "-", "not exported" if "note" in d else "-"]
+    v = d["views"].get(r["full_view"]) or next(iter(d["views"].values()))
+    return [f"{d['artifact_bytes'] / 1024:.1f}", f"{v['accuracy']:.4f}", f"{v['latency_us']:.1f}",
+            f"{d['backend']} ({d['kernel']})"]
 
 
 def _plot(title: str, rows: list[CellResult], path: Path) -> None:

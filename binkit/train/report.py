@@ -152,12 +152,14 @@ def median_latency_seconds(fn, runs: int, warmup: int = 20) -> float:
 
 
 def evaluate_artifact(artifact: str | Path, run: str | Path, *, backend: str = "neon", split: str = "test",
-                      data: LabeledSplits | None = None, latency_runs: int = 1000) -> dict[str, Any]:
+                      data: LabeledSplits | None = None, latency_runs: int | None = 1000) -> dict[str, Any]:
     """Accuracy of an exported artifact on ``backend`` over a run's ``split``, per view, plus the
-    median batch-1 latency of one clip per view (``latency_runs`` calls after a warm-up).
+    median batch-1 latency of one clip per view (``latency_runs`` calls after a warm-up; ``None``:
+    1,000 on a compiled backend, 50 on the numpy reference).
 
     The features are the run's own pipeline features (the torch front-end); the numpy front-end
-    that deployment uses matches it within the bounds its tests state.
+    that deployment uses matches it within the bounds its tests state. ``backend="auto"`` takes
+    the compiled engine when it runs every op of the artifact; the result names the one used.
     """
     from binkit.runtime import load
 
@@ -175,7 +177,9 @@ def evaluate_artifact(artifact: str | Path, run: str | Path, *, backend: str = "
         feats.append(np.ascontiguousarray(x.numpy(), dtype=np.float32))
         truth.append(y.numpy())
     x_all, y_all = np.concatenate(feats), np.concatenate(truth)
-    out: dict[str, Any] = {"backend": backend, "kernel": getattr(model.program, "kernel", backend),
+    if latency_runs is None:
+        latency_runs = 50 if model.backend == "reference" else 1000
+    out: dict[str, Any] = {"backend": model.backend, "kernel": getattr(model.program, "kernel", model.backend),
                            "clips": int(len(y_all)), "artifact_bytes": Path(artifact).stat().st_size, "views": {}}
     one = x_all[:1]
     for view in model.views:
@@ -184,3 +188,18 @@ def evaluate_artifact(artifact: str | Path, run: str | Path, *, backend: str = "
         lat = median_latency_seconds(lambda: model.program.run(one, view), latency_runs)
         out["views"][view] = {"accuracy": float((pred == y_all).mean()), "latency_us": lat * 1e6}
     return out
+
+
+def deploy_run(run: str | Path, *, backend: str = "auto", data: LabeledSplits | None = None,
+               latency_runs: int | None = None) -> dict[str, Any]:
+    """Export a run to ``<run>/model.bkm`` (its spec's ``[export]`` settings) and evaluate the
+    artifact (:func:`evaluate_artifact`); ``{"note": why}`` when export refuses the model (the
+    first line of its message: e.g. a binarizer that is not deployable)."""
+    from binkit.export import ExportError, export_run
+
+    run = Path(run)
+    try:
+        export_run(run, run / "model.bkm")
+    except ExportError as exc:
+        return {"note": f"not exported: {str(exc).splitlines()[0]}"}
+    return evaluate_artifact(run / "model.bkm", run, backend=backend, data=data, latency_runs=latency_runs)

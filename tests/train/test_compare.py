@@ -128,3 +128,20 @@ def test_a_diverging_cell_is_recorded_and_the_grid_goes_on(tmp_path, capsys):
     assert "1 cell(s) failed: boom" in captured.err
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "- boom: FloatingPointError: g-boom: loss became nan" in md and "| fine |" in md
+
+
+def test_deploy_exports_and_measures_every_cell(tmp_path):
+    body = ('deploy = true\n[[cells]]\nname = "fp"\noverrides = { binarization = { enabled = false } }\n'
+            '[[cells]]\nname = "bnn"\noverrides = { binarization = { method = "bnn" } }\n'
+            '[[cells]]\nname = "dorefa"\noverrides = { binarization = { method = "dorefa" } }\n')
+    rows, out = run_grid(write_grid(tmp_path, body), progress=False)
+    by = {r["cell"]: r for r in rows}
+    for cell in ("fp", "bnn"):
+        d = by[cell]["deploy"]
+        assert d["artifact_bytes"] == (out / cell / "model.bkm").stat().st_size
+        view = next(iter(d["views"].values()))
+        assert view["accuracy"] == pytest.approx(by[cell]["test_acc"], abs=0.1) and view["latency_us"] > 0
+    assert by["bnn"]["deploy"]["artifact_bytes"] < by["fp"]["deploy"]["artifact_bytes"]
+    assert "not exported" in by["dorefa"]["deploy"]["note"]  # {0, 1} activations: no binary op for them
+    md = (out / "compare.md").read_text()
+    assert "runtime us (full)" in md and "- dorefa: not exported" in md
