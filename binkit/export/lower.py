@@ -596,7 +596,7 @@ def _max_dot(op: dict[str, Any]) -> int:
     a = op["attrs"]
     if op["op"] == "blinear":
         return int(a["in_features"])
-    if op["op"] == "bdwconv1d":
+    if op["op"] in ("bdwconv1d", "bdwconv2d"):
         return int(np.prod(a["kernel_size"]))
     return int(a["in_channels"]) * int(np.prod(a["kernel_size"]))
 
@@ -623,10 +623,10 @@ def _flip_rows(op: dict[str, Any], words: np.ndarray, flip: np.ndarray) -> np.nd
     stay 0)."""
     from binkit.runtime.bits import pack_signs, unpack_signs
 
-    if op["op"] == "bdwconv1d":  # (k, words(C)): channel c is bit c of every tap
+    if op["op"] in ("bdwconv1d", "bdwconv2d"):  # (*kernel, words(C)): channel c is bit c of every tap
         c = int(op["attrs"]["in_channels"])
-        signs = unpack_signs(words, c)  # (k, C)
-        signs[:, flip] *= -1
+        signs = unpack_signs(words, c)  # (*kernel, C)
+        signs[..., flip] *= -1
         return pack_signs(signs)
     n = int(op["attrs"].get("in_channels", op["attrs"].get("in_features")))
     signs = unpack_signs(words, n)  # (out, ..., C)

@@ -39,6 +39,20 @@ def logit_error(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
             "argmax_agreement": float((got.argmax(-1) == want.argmax(-1)).mean())}
 
 
+#: Export refuses to write a plan whose float32 logits differ from torch by more than
+#: REPRODUCE_TOLERANCE (relative to the clip's largest logit) on more than 10% of the probe clips.
+#: Correct plans differ only where a binary op's input sits within float32 rounding of 0 (a sign
+#: flip), which is rare; a wrong lowering differs almost everywhere.
+REPRODUCE_TOLERANCE = 1e-3
+REPRODUCE_FRACTION = 0.9
+
+
+def _fraction_close(got: np.ndarray, want: np.ndarray, tol: float) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    diff = np.abs(got - want).max(axis=-1)
+    return float((diff <= tol * np.maximum(np.abs(want).max(axis=-1), 1e-30)).mean())
+
+
 def _probe(feature_spec: Any, feature_shape: tuple[int, ...]) -> np.ndarray:
     rng = np.random.default_rng(0)
     if feature_spec is not None:
@@ -114,6 +128,14 @@ def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, 
         save_artifact(f32_path, tensors, {**metadata, "export": {"float16": False}})
         got32 = _run_all(f32_path, probe)
         conformance = {v: logit_error(got32[v], want[v]) for v in views}
+        for v in views:  # a lowering that does not reproduce the model must not write a file
+            agree = _fraction_close(got32[v], want[v], REPRODUCE_TOLERANCE)
+            if agree < REPRODUCE_FRACTION:
+                raise ExportError(
+                    f"the exported plan does not reproduce the model: view {v!r} agrees within "
+                    f"{REPRODUCE_TOLERANCE:g} relative on {agree:.1%} of {len(probe)} probe clips (max relative "
+                    f"error {conformance[v]['max_rel']:.3g}, argmax {conformance[v]['argmax_agreement']:.1%}); "
+                    "this is a lowering bug, please report it with the model")
         narrowed: list[str] = []
         f16_error: dict[str, dict[str, float]] = {}
         if not float16:

@@ -121,3 +121,49 @@ def test_hand_written_artifact_shapes(tmp_path):
     assert s["dw"] == (70, 5, 8) and s["pool"] == (70, 6, 9) and s["freq"] == (70, 1, 9)
     assert s["bcast"] == (70, 6, 9) and s["gap"] == (70,)
     assert required_features(art) == {"bdwconv2d", "avgpool2d", "mean", "silu", "broadcast_add"}
+
+
+class _DepthwiseFold(torch.nn.Module):
+    """Binary depthwise 3x3 on 3 channels (channels == kernel height) -> BN -> PReLU(0.25) -> binary
+    1x1: export folds the depthwise output into sign thresholds, flipping negative channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 3, 3, padding=1)
+        self.dw = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.bn = torch.nn.BatchNorm2d(3)
+        self.act = torch.nn.PReLU()
+        self.pw = torch.nn.Conv2d(3, 8, 1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.pool(self.pw(self.act(self.bn(self.dw(self.stem(x)))))).flatten(1))
+
+
+def _depthwise_fold_net():
+    net = binkit.binarize(_DepthwiseFold(), "bnn").eval()
+    with torch.no_grad():
+        net.bn.weight[0] = -1.0  # one channel with a negative multiplier: its weights flip
+    return net
+
+
+def test_sign_fold_flips_depthwise_conv2d_channels(tmp_path):
+    net = _depthwise_fold_net()
+    report = export_model(net, tmp_path / "m.bkm", labels=list("abc"), feature_shape=(1, 6, 6), float16=False)
+    assert report.sign_folded == ["dw"]
+    prog = ReferenceBackend().load(tmp_path / "m.bkm")
+    x = torch.randn(512, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net(x).numpy()
+    got = prog.run(x.numpy(), prog.artifact.default_view)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_plan_that_does_not_reproduce_the_model_is_not_written(tmp_path, monkeypatch):
+    import binkit.export.lower as lower
+
+    monkeypatch.setattr(lower, "_flip_rows", lambda op, words, flip: words)  # a lowering bug
+    with pytest.raises(ExportError, match="does not reproduce the model"):
+        export_model(_depthwise_fold_net(), tmp_path / "m.bkm", labels=list("abc"), feature_shape=(1, 6, 6))
+    assert list(tmp_path.iterdir()) == []
