@@ -3,7 +3,10 @@
 - :mod:`binkit_neon.engine`: :class:`NeonBackend` / :class:`Program`: an artifact planned once at
   load and run by one nogil C call per batch (``include/binkit_engine.h``,
   ``include/binkit_engine_ops.h``), with XOR-popcount kernels in NEON, AVX-512 VPOPCNTDQ, AVX2,
-  POPCNT and portable scalar variants chosen at run time (``include/binkit_kernels.h``);
+  POPCNT and portable scalar variants chosen at run time (``include/binkit_kernels.h``). It runs
+  every op of the artifact format, including the optional features ``multiplane`` (bit-serial
+  binary ops), ``bdwconv2d``, ``avgpool2d``, ``mean``, ``silu`` and ``broadcast_add`` (the KWS
+  backbones' ops; ``NeonBackend.features``);
   :func:`available_kernels`, :func:`default_kernel`, :func:`popcount_peak`, :func:`multiplane_dot`
   (bit-serial k-bit dot products);
 - ``include/binkit_bits.h``: the one C header defining the packed word, bits per word,

@@ -57,6 +57,7 @@ cdef extern from "binkit_engine.h" nogil:
         int64_t outer, chans, inner
         const int32_t *idx
         int64_t n
+        int64_t taps
         int32_t wplanes, iplanes
         int64_t wb_plane, base_plane
         const double *iscale
@@ -137,7 +138,7 @@ cdef const int32_t *_iptr(object arr) except? NULL:
 _INT_FIELDS = ("C", "H", "W", "in_sc", "in_sh", "in_sw", "O", "Ho", "Wo", "out_so", "out_sh",
                "out_sw", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pb", "pl", "pr", "groups",
                "words", "kwords", "nb", "opad", "outer", "chans", "inner", "n", "owords", "rwords",
-               "wb_plane", "base_plane", "grows")
+               "wb_plane", "base_plane", "grows", "taps")
 
 
 cdef class Plan:
@@ -363,6 +364,7 @@ cdef void _set_int(bk_op *op, str name, int64_t v):
     elif name == "wb_plane": op.wb_plane = v
     elif name == "base_plane": op.base_plane = v
     elif name == "grows": op.grows = v
+    elif name == "taps": op.taps = v
     else:
         raise KeyError(name)
 

@@ -14,8 +14,9 @@ Planning (Python, once per view at load):
    directly (convs write through output strides). Transposes are then always free (a relabel),
    reshapes and flattens are free whenever the axis groups they merge are adjacent in memory;
    otherwise the value becomes an index map that a following ``linear_fp`` absorbs into its
-   weight columns at load, or that a gather op materialises.
-2. **Fusion.** An element-wise op (affine, prelu, relu, add) that directly follows the op
+   weight columns at load, or that a gather op materialises (``avgpool2d`` and ``mean`` read any
+   layout through their index maps).
+2. **Fusion.** An element-wise op (affine, prelu, relu, add, silu) that directly follows the op
    producing its only-used input is applied in that op's epilogue, with the same float
    operations in the same order as unfused (so fusion changes no bit of the result).
    A sign-threshold binary op (artifact v2) whose consumers are all 1x1 unpadded binary ops
@@ -34,6 +35,28 @@ plane runs the one-plane pack / im2col / popcount GEMM against each of the P wei
 (integer counts, exact zero padding per plane), and the dots are combined with the scales in
 float64 in a fixed order (q outer, p inner) before the usual transform and fused post-ops.
 Single-plane ops are planned and run exactly as before.
+
+The KWS-backbone ops (optional artifact features ``bdwconv2d``, ``avgpool2d``, ``mean``, ``silu``,
+``broadcast_add``, all declared):
+
+* ``bdwconv2d`` lowers to BDW2, the 2-D form of the 1-D binary depthwise op: input signs staged
+  channels-last as +-1 floats (channels padded to 16 with +1), weights as float sign-bit masks
+  ``[kh][kw][C padded]``, per output position the valid-tap rectangle summed exactly (padded taps
+  skipped: exact zero padding), vectorised across channels; then ``m * dot + f`` or the sign
+  threshold, fused post-ops, or (a threshold whose consumers are all 1x1 unpadded binary convs)
+  packed sign rows.
+* ``avgpool2d`` and ``mean`` lower to POOL: an index map built at load, ``idx[i][j]`` the input
+  offset of tap ``j`` of output ``i`` (-1 for a padded tap), in the input's physical layout;
+  ``out[i] = (float)(sum_j (double)in[idx[i][j]] / div_i)``, summed in double from 0.0 in
+  increasing ``j`` (the map is stored in blocks of 16 outputs whose sums advance together): kernel taps row-major (avgpool2d; ``div`` = kh * kw with
+  ``count_include_pad``, else the in-bounds taps), the reduced axes row-major in increasing axis
+  order (mean; ``div`` = their element count). No post-ops are fused into POOL.
+* ``silu`` is an element-wise post-op (fused into the producer's epilogue like relu, or an
+  element-wise chain): ``(float)(x / (1 + exp(-x)))`` in double through the scalar libm ``exp``,
+  the same call in every variant.
+* a broadcasting ``add`` gathers each operand smaller than the result to the full shape (a GATHER
+  whose index map repeats offsets) in the layout of the full-shape operand, then runs as an
+  element-wise ADD chain (later element-wise ops fuse into it). A same-shape add is unchanged.
 
 Kernel variants (``binkit_neon.available_kernels()``): ``scalar``, ``popcnt``, ``avx2``,
 ``avx512`` on x86 and ``neon`` on aarch64 (or on x86 through SIMDe in a ``-DBINKIT_USE_SIMDE``
@@ -74,10 +97,10 @@ _ISA = {
 }
 
 # C op / post-op kinds (binkit_engine.h)
-_CONV_FP, _BCONV, _BDW, _EPI, _GATHER, _MBCONV, _MBDW = 1, 2, 3, 4, 5, 6, 7
-_P_AFFINE, _P_PRELU, _P_RELU, _P_ADD = 1, 2, 3, 4
+_CONV_FP, _BCONV, _BDW, _EPI, _GATHER, _MBCONV, _MBDW, _BDW2, _POOL = 1, 2, 3, 4, 5, 6, 7, 8, 9
+_P_AFFINE, _P_PRELU, _P_RELU, _P_ADD, _P_SILU = 1, 2, 3, 4, 5
 _MAX_POST = _engine.MAX_POST
-_ELEMENTWISE = ("affine", "prelu", "relu", "add")
+_ELEMENTWISE = ("affine", "prelu", "relu", "add", "silu")
 _BINARY = ("bconv1d", "bconv2d", "bdwconv1d", "blinear")
 _F32 = np.dtype(np.float32)
 
@@ -516,11 +539,11 @@ class _Planner:
 
         for op in reversed(self.ops):
             kind, ins, out = op["op"], op["inputs"], op["outputs"][0]
-            if kind in ("bconv1d", "bconv2d", "bdwconv1d"):
+            if kind in ("bconv1d", "bconv2d", "bdwconv1d", "bdwconv2d"):
                 put(ins[0], _channels_last(len(self.shapes[ins[0]])))
             elif kind == "blinear":
                 put(ins[0], _canon(len(self.shapes[ins[0]])))
-            elif kind in ("affine", "prelu", "relu", "add"):
+            elif kind in _ELEMENTWISE:
                 for v in ins:
                     put(v, pref.get(out))
             elif kind == "transpose" and out in pref:
@@ -590,12 +613,14 @@ class _Planner:
                     return False, chan_axis
         elif kind == "relu":
             post = {"kind": _P_RELU}
+        elif kind == "silu":
+            post = {"kind": _P_SILU}
         else:  # add
             a, b = nxt["inputs"]
             other = b if a == value else a
             oval = self.vals[other]
-            if oval.perm is None or oval.perm != out.perm:
-                return False, chan_axis
+            if oval.perm is None or oval.perm != out.perm or self.shapes[a] != self.shapes[b]:
+                return False, chan_axis  # a broadcasting add lowers on its own (_lower_badd)
             post = {"kind": _P_ADD}
             vb = oval.vb
             cop.reads.append(vb)
@@ -660,6 +685,12 @@ class _Planner:
             return self._lower_bconv(pos)
         if kind == "bdwconv1d":
             return self._lower_bdw(pos)
+        if kind == "bdwconv2d":
+            return self._lower_bdw2(pos)
+        if kind == "avgpool2d":
+            return self._lower_avgpool(pos)
+        if kind == "mean":
+            return self._lower_mean(pos)
         raise ArtifactError(f"op {kind!r} is not supported by the neon engine")  # pragma: no cover
 
     def _emit(self, pos: int, fields: dict, in_val: _Val, out_name: str, out_val: _Val, inplace: bool,
@@ -672,6 +703,8 @@ class _Planner:
     def _lower_epi(self, pos: int) -> int:
         op = self.ops[pos]
         ins, out_name = op["inputs"], op["outputs"][0]
+        if op["op"] == "add" and self.shapes[ins[0]] != self.shapes[ins[1]]:
+            return self._lower_badd(pos)
         val = self._regular(ins[0], pos)
         if op["op"] == "add" and self.vals[ins[1]].perm != val.perm:
             self._materialize(ins[1], val.perm, pos)
@@ -914,6 +947,118 @@ class _Planner:
         self._maybe_bits_out(fields, out_name, out, False, to)
         return self._emit(pos, fields, val, out_name, out, True, 0)
 
+    def _broadcast(self, name: str, shape: tuple[int, ...], perm: tuple[int, ...], vidx: int) -> _Val:
+        """A GATHER of value ``name`` broadcast (numpy rules, same rank) to ``shape``, in axis
+        order ``perm``; a new value (``name`` keeps its own)."""
+        val = self.vals[name]
+        new = _Val(shape, self._new_vb(shape), perm)
+        idx = np.empty(math.prod(shape), np.int32)
+        idx[new.offsets().ravel()] = np.broadcast_to(val.offsets(), shape).ravel()
+        self.cops.append(_COp({"kind": _GATHER, "idx": idx, "n": idx.size}, val.vb, new.vb, [val.vb], [], vidx))
+        return new
+
+    def _lower_badd(self, pos: int) -> int:
+        """A broadcasting add: each operand smaller than the output is first gathered to the full
+        shape (GATHER, repeated offsets) in the layout of the full-shape operand (else the preferred
+        or canonical one), then an element-wise ADD (its chain may take more fused post-ops)."""
+        op = self.ops[pos]
+        ins, out_name = op["inputs"], op["outputs"][0]
+        oshape = self.shapes[out_name]
+        full = [v for v in ins if self.shapes[v] == oshape]
+        if full:
+            perm = self._regular(full[0], pos).perm
+        else:
+            perm = self.pref.get(out_name) or _canon(len(oshape))
+        xs = [self._broadcast(v, oshape, perm, pos) if self.shapes[v] != oshape else self._materialize(v, perm, pos)
+              for v in ins]
+        a, b = xs
+        out = _Val(oshape, self._new_vb(oshape), perm)
+        cop = _COp({"kind": _EPI, "post": [{"kind": _P_ADD}]}, a.vb, out.vb, [a.vb, b.vb], [a.vb, b.vb], pos,
+                   geom=(oshape, perm))
+        cop.post_vbs.append(b.vb)
+        self.cops.append(cop)
+        self.vals[out_name] = out
+        return self._fuse(pos, cop, out_name, out, None)
+
+    def _lower_bdw2(self, pos: int) -> int:
+        op = self.ops[pos]
+        a = op["attrs"]
+        name = op["inputs"][0]
+        val = self._regular(name, pos, _channels_last(3))
+        sc, sh_, sw_ = val.strides()
+        c, h, wd = val.shape
+        (kh, kw), (s_h, s_w), (d_h, d_w) = a["kernel_size"], a["stride"], a["dilation"]
+        (pt, pb), (pl, pr) = a["padding"]
+        cp = -(-c // 16) * 16
+        wm = np.zeros((kh, kw, cp), np.uint32)  # float sign-bit masks: bit 1 (= -1) -> 0x80000000
+        wm[:, :, :c] = _unpack_bits(self._t(op, "weight"), c).astype(np.uint32) << np.uint32(31)
+        out_name = op["outputs"][0]
+        oshape = self.shapes[out_name]
+        out = _Val(oshape, self._new_vb(oshape), self._out_layout(out_name, False))
+        oso, osh, osw = out.strides()
+        ho, wo = oshape[1:]
+        vy = sum(sum(0 <= oy * s_h + i * d_h - pt < h for i in range(kh)) for oy in range(ho))
+        vx = sum(sum(0 <= ox * s_w + j * d_w - pl < wd for j in range(kw)) for ox in range(wo))
+        self.macs[pos] = c * vy * vx
+        fields = dict(kind=_BDW2, C=c, H=h, W=wd, in_sc=sc, in_sh=sh_, in_sw=sw_, O=c, Ho=ho, Wo=wo,
+                      out_so=oso, out_sh=osh, out_sw=osw, kh=kh, kw=kw, sh=s_h, sw=s_w, dh=d_h, dw=d_w,
+                      pt=pt, pb=pb, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(), **self._output_transform(op))
+        self._maybe_bits_out(fields, out_name, out, False, ho * wo)
+        return self._emit(pos, fields, val, out_name, out, True, 0)
+
+    def _emit_pool(self, pos: int, rows: np.ndarray, div: np.ndarray, perm: tuple[int, ...]) -> int:
+        """A POOL op: output element i (canonical order) averages the input elements of canonical
+        indices ``rows[i]`` (-1: skipped), summed in that order, divided by ``div[i]``. It reads the
+        input in whatever layout it has (the index map absorbs it) and writes axis order ``perm``."""
+        op = self.ops[pos]
+        name, out_name = op["inputs"][0], op["outputs"][0]
+        val = self.vals[name]
+        if val.bits:  # pragma: no cover - packed rows only ever feed binary ops
+            raise ArtifactError(f"op {op['op']!r}: packed input rows")
+        phys_in = val.offsets().ravel()
+        oshape = self.shapes[out_name]
+        out = _Val(oshape, self._new_vb(oshape), perm)
+        order = out.offsets().ravel()  # canonical -> physical output position
+        n, k = rows.shape
+        nb = -(-n // 16)
+        idx = np.full((nb * 16, k), -1, np.int32)  # outputs past n: -1
+        idx[order] = np.where(rows >= 0, phys_in[np.maximum(rows, 0)], -1)
+        idx = idx.reshape(nb, 16, k).transpose(0, 2, 1)  # blocks of 16 outputs: [block][tap][16]
+        dv = np.empty(n, np.float32)
+        dv[order] = div
+        self.cops.append(_COp({"kind": _POOL, "idx": np.ascontiguousarray(idx).ravel(), "n": n, "taps": k,
+                               "mult": dv}, val.vb, out.vb, [val.vb], [], pos))
+        self.vals[out_name] = out
+        return pos
+
+    def _lower_avgpool(self, pos: int) -> int:
+        op = self.ops[pos]
+        a = op["attrs"]
+        c, h, wd = self.shapes[op["inputs"][0]]
+        (kh, kw), (s_h, s_w), ((pt, _), (pl, _)) = a["kernel_size"], a["stride"], a["padding"]
+        _, ho, wo = self.shapes[op["outputs"][0]]
+        iy = (np.arange(ho) * s_h - pt)[:, None] + np.arange(kh)[None, :]  # (Ho, kh)
+        ix = (np.arange(wo) * s_w - pl)[:, None] + np.arange(kw)[None, :]  # (Wo, kw)
+        ok = ((iy >= 0) & (iy < h))[:, None, :, None] & ((ix >= 0) & (ix < wd))[None, :, None, :]
+        src = iy[:, None, :, None] * wd + ix[None, :, None, :]  # (Ho, Wo, kh, kw): taps row-major
+        src = np.where(ok, src, -1).reshape(1, ho * wo, kh * kw)
+        chan = (np.arange(c) * h * wd)[:, None, None]
+        rows = np.where(src >= 0, src + chan, -1).reshape(c * ho * wo, kh * kw)
+        cnt = ok.reshape(ho * wo, kh * kw).sum(1)
+        div = np.full(c * ho * wo, kh * kw) if a["count_include_pad"] else np.tile(cnt, c)
+        return self._emit_pool(pos, rows, div.astype(np.float32), self._out_layout(op["outputs"][0], False))
+
+    def _lower_mean(self, pos: int) -> int:
+        op = self.ops[pos]
+        shape = self.shapes[op["inputs"][0]]
+        axes = sorted(op["attrs"]["axes"])
+        kept = [i for i in range(len(shape)) if i not in axes]
+        k = math.prod(shape[i] for i in axes)
+        rows = np.arange(math.prod(shape)).reshape(shape).transpose(kept + axes).reshape(-1, k)
+        out_name = op["outputs"][0]
+        perm = self.pref.get(out_name) or _canon(len(self.shapes[out_name]))
+        return self._emit_pool(pos, rows, np.full(rows.shape[0], k, np.float32), perm)
+
     # -- buffers --------------------------------------------------------------------------------
 
     def finish(self) -> tuple[list[dict], list[int], int, list[int]]:
@@ -1122,7 +1267,7 @@ class NeonBackend:
 
     name = "neon"
     #: Optional artifact features it runs (:func:`binkit.runtime.artifact.required_features`).
-    features = frozenset({"multiplane"})
+    features = frozenset({"multiplane", "bdwconv2d", "avgpool2d", "mean", "silu", "broadcast_add"})
 
     def load(self, source: str | os.PathLike | Artifact, kernel: str | None = None) -> Program:
         artifact = source if isinstance(source, Artifact) else load_artifact(Path(source))

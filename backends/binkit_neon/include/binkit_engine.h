@@ -33,9 +33,18 @@
  *                  and GEMM of BCONV per (input plane, weight plane) pair, the integer dots combined
  *                  with the plane scales in double (binkit_engine_ops.h), then the float transform.
  *   BK_OP_MBDW     the same for the binary depthwise 1-D conv (integer per-channel dots).
- *   BK_OP_EPI      element-wise chain (affine, prelu, relu, add) over a value seen as
+ *   BK_OP_BDW2     binary depthwise 2-D conv (artifact bdwconv2d), as BDW over a (H, W) grid of
+ *                  positions: per output position and channel the +-1 products of the valid taps
+ *                  (padded taps skipped: exact zero padding) summed exactly, vectorised across
+ *                  channels; the float transform or sign threshold, fused post-ops or packed bits.
+ *   BK_OP_EPI      element-wise chain (affine, prelu, relu, add, silu) over a value seen as
  *                  (outer, channels, inner).
- *   BK_OP_GATHER   out[i] = in[idx[i]] (a layout change that no op could absorb).
+ *   BK_OP_GATHER   out[i] = in[idx[i]] (a layout change that no op could absorb; also the
+ *                  broadcast of an operand of a broadcasting add to the full shape).
+ *   BK_OP_POOL     index-mapped average (avgpool2d, mean): out[i] = (float)(acc_i / div_i), acc_i the
+ *                  double sum of (double)in[idx_i(j)] in increasing j (idx -1 skipped), starting
+ *                  from 0.0 (the map in blocks of 16 outputs, bk_op_pool); the planner orders j (kernel taps row-major; reduced axes
+ *                  row-major) and gives the divisor per output. Scalar, the same in every variant.
  * Every producing op ends with up to BK_MAX_POST fused element-wise post-ops (the same float
  * operations, in the same order, as the unfused ops).
  *
@@ -61,8 +70,8 @@
 #include "binkit_kernels.h"
 
 enum { BK_OP_CONV_FP = 1, BK_OP_BCONV = 2, BK_OP_BDW = 3, BK_OP_EPI = 4, BK_OP_GATHER = 5, BK_OP_MBCONV = 6,
-       BK_OP_MBDW = 7 };
-enum { BK_POST_AFFINE = 1, BK_POST_PRELU = 2, BK_POST_RELU = 3, BK_POST_ADD = 4 };
+       BK_OP_MBDW = 7, BK_OP_BDW2 = 8, BK_OP_POOL = 9 };
+enum { BK_POST_AFFINE = 1, BK_POST_PRELU = 2, BK_POST_RELU = 3, BK_POST_ADD = 4, BK_POST_SILU = 5 };
 
 #define BK_MAX_POST 8
 
@@ -103,7 +112,7 @@ typedef struct {
     int64_t words;                   /* BCONV: words per packed input position */
     int64_t kwords;                  /* BCONV: words per GEMM row (dense receptive field) */
     int64_t nb;                      /* BCONV: output channel blocks of 8 */
-    int64_t opad;                    /* CONV_FP: out channels per group padded to 16; BDW: C padded to 64 */
+    int64_t opad;                    /* CONV_FP: out channels per group padded to 16; BDW: C padded to 64; BDW2: C padded to 16 */
     const uint64_t *wb;              /* BCONV: blocked weights [nb][kwords][8] */
     const int32_t *base;             /* BCONV: [npat][nb * 8] */
     const int32_t *pat;              /* BCONV: [Ho * Wo] pattern row of base, or NULL (row 0) */
@@ -119,10 +128,12 @@ typedef struct {
     const uint64_t *ginv;
     int64_t grows;
     const float *wf, *bias;          /* CONV_FP: weights [groups][C/groups*kh*kw][opad], bias [O] */
-    const uint32_t *wm;              /* BDW: weight signs as float sign-bit masks [kw][opad] */
+    const uint32_t *wm;              /* BDW: weight signs as float sign-bit masks [kw][opad];
+                                        BDW2: [kh][kw][opad] */
     int64_t outer, chans, inner;     /* EPI */
-    const int32_t *idx;              /* GATHER */
-    int64_t n;                       /* EPI / GATHER: element count */
+    const int32_t *idx;              /* GATHER: [n]; POOL: input offsets [ceil(n / 16)][taps][16], -1 = skipped */
+    int64_t n;                       /* EPI / GATHER: element count; POOL: output count */
+    int64_t taps;                    /* POOL: input offsets per output (mult: the divisor per output) */
     /* MBCONV / MBDW (multi-plane): wb / base (MBCONV) and wm (MBDW) hold wplanes planes, wb_plane
        words and base_plane ints apart; iscale [iplanes] = a_q; wscale [wplanes][O] = t_{p,o} */
     int32_t wplanes, iplanes;
@@ -143,6 +154,14 @@ typedef struct {
     void *cache;                     /* one idle run memory block (bk_run_mem_bytes), or NULL; taken and
                                         returned with atomic exchanges so concurrent runs never share it */
 } bk_plan;
+
+/* silu(v) = v * sigmoid(v) = v / (1 + exp(-v)), in double through the scalar libm exp (never a
+ * vector math library: the build has no -ffast-math), so every variant gives the same bits; for
+ * v << 0, exp(-v) = inf and the result is -0 (the limit), as in the reference. */
+static inline float bk_silu(float v) {
+    const double d = (double)v;
+    return (float)(d / (1.0 + exp(-d)));
+}
 
 /* Generic (GCC/Clang) vectors are loaded and stored through memcpy (any alignment). */
 #define BK_LOADV(dst, ptr) memcpy(&(dst), (ptr), sizeof(dst))
@@ -187,6 +206,8 @@ static inline size_t bk_op_scratch_bytes(const bk_op *op) {
                BK_ALIGN((size_t)(op->C * op->H * op->W) * 4) + BK_ALIGN((size_t)(op->Ho * op->Wo * op->O) * 8);
     case BK_OP_BDW:
         return BK_ALIGN((size_t)(op->W * op->opad) * 4) + BK_ALIGN((size_t)op->opad * 4);
+    case BK_OP_BDW2:
+        return BK_ALIGN((size_t)(op->H * op->W * op->opad) * 4) + BK_ALIGN((size_t)op->opad * 4);
     case BK_OP_MBDW:
         return BK_ALIGN((size_t)(op->W * op->C) * 8) + BK_ALIGN((size_t)(op->W * op->opad) * 4) +
                BK_ALIGN((size_t)(op->Wo * op->C) * 8) + 2 * BK_ALIGN((size_t)op->opad * 4);

@@ -90,6 +90,9 @@ BK_ATTR static inline void BK_FN(bk_post_apply)(const bk_op *op, float *restrict
             }
             break;
         }
+        case BK_POST_SILU: /* scalar libm exp in double (bk_silu): the same bits in every variant */
+            for (int64_t i = 0; i < n; ++i) y[i] = bk_silu(y[i]);
+            break;
         default:
             break;
         }
@@ -156,6 +159,13 @@ BK_ATTR static inline void BK_FN(bk_post16)(const bk_op *op, VF v[BK_VN], int64_
                 }
                 v[u] = v[u] + rv;
             }
+            break;
+        }
+        case BK_POST_SILU: { /* per lane, as bk_post_apply */
+            float t[16];
+            memcpy(t, v, 64);
+            for (int i = 0; i < 16; ++i) t[i] = bk_silu(t[i]);
+            memcpy(v, t, 64);
             break;
         }
         default:
@@ -948,6 +958,126 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     }
 }
 
+/* ---- binary depthwise 2-D conv ----------------------------------------------------------------
+ * As bk_op_bdw over a grid of H x W positions (S: [H][W][Cp] signs as floats +-1, padded channels
+ * +1; wm: [kh][kw][Cp] sign-bit masks, padded channels 0; Cp = C rounded up to 16). For each output position the valid taps
+ * form one rectangle [ilo, ihi) x [jlo, jhi) (input rows / columns grow with the tap index); padded
+ * taps are skipped (exact zero padding). The dots are exact small integers in float, so the tap
+ * order is free; the transform (m * dot + f, or the sign threshold) and the post-ops run per
+ * channel with the float operations of bk_post16 / bk_post_apply, in registers for full chunks of
+ * 16 channels and through y for the channel tail, as in bk_op_bdw's general path. */
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw2)(const bk_op *op, float *const *slots, uint8_t *scr) {
+    const float *x = slots[op->in];
+    float *out = slots[op->out];
+    const int64_t C = op->C, H = op->H, W = op->W, Cp = op->opad;
+    float *S = (float *)(void *)scr;
+    float *y = (float *)(void *)(scr + BK_ALIGN((size_t)(H * W * Cp) * 4));
+    const VI one = (VI)((VF){0} + 1.0f), signbit = (VI){0} + (int32_t)0x80000000;
+    for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+            float *restrict st = S + (i * W + j) * Cp;
+            const float *s = x + i * op->in_sh + j * op->in_sw;
+            int64_t c = 0;
+            if (op->in_sc == 1) {
+                for (; c + BK_VW <= C; c += BK_VW) {
+                    VF v;
+                    BK_LOADV(v, s + c);
+                    const VI r = one | ((v < (VF){0}) & signbit);
+                    memcpy(st + c, &r, sizeof(r));
+                }
+            }
+            for (; c < C; ++c) st[c] = s[c * op->in_sc] < 0.0f ? -1.0f : 1.0f;
+            for (; c < Cp; ++c) st[c] = 1.0f;
+        }
+    /* hoisted: the float stores below may alias the op as far as the compiler knows */
+    const int64_t Ho = op->Ho, Wo = op->Wo, out_sh = op->out_sh, out_sw = op->out_sw;
+    const int64_t sh = op->sh, sw = op->sw, dh = op->dh, dw = op->dw, pt = op->pt, pl = op->pl;
+    const int64_t kh = op->kh, kw = op->kw;
+    const uint32_t *const wm = op->wm;
+    const int32_t *const thr = op->thr;
+    const float *const mult = op->mult, *const offs = op->offs;
+    const int bits_out = op->bits_out;
+    const int64_t C16 = C & ~(int64_t)15;
+    for (int64_t oy = 0; oy < Ho; ++oy) {
+        int64_t ilo = 0, ihi = kh;
+        while (ilo < ihi && oy * sh + ilo * dh - pt < 0) ++ilo;
+        while (ihi > ilo && oy * sh + (ihi - 1) * dh - pt >= H) --ihi;
+        const int64_t y0 = oy * sh - pt;
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+            int64_t jlo = 0, jhi = kw;
+            while (jlo < jhi && ox * sw + jlo * dw - pl < 0) ++jlo;
+            while (jhi > jlo && ox * sw + (jhi - 1) * dw - pl >= W) --jhi;
+            const int64_t x0 = ox * sw - pl;
+            const int64_t off = oy * out_sh + ox * out_sw, p = oy * Wo + ox;
+            for (int64_t c64 = 0; c64 < Cp; c64 += 64) {
+                const int nq = Cp - c64 >= 64 ? 4 : (int)((Cp - c64) / 16); /* chunks of 16 channels */
+                VF d[4][BK_VN];
+                for (int q = 0; q < 4; ++q)
+                    for (int u = 0; u < BK_VN; ++u) d[q][u] = (VF){0};
+                for (int64_t ki = ilo; ki < ihi; ++ki)
+                    for (int64_t kj = jlo; kj < jhi; ++kj) { /* padded taps contribute exactly 0: skipped */
+                        const float *sp = S + ((y0 + ki * dh) * W + x0 + kj * dw) * Cp + c64;
+                        const uint32_t *wp = wm + (ki * kw + kj) * Cp + c64;
+                        if (nq == 4) {
+                            for (int q = 0; q < 4; ++q)
+                                for (int u = 0; u < BK_VN; ++u) {
+                                    VI sv, wv;
+                                    BK_LOADV(sv, sp + q * 16 + u * BK_VW);
+                                    BK_LOADV(wv, wp + q * 16 + u * BK_VW);
+                                    d[q][u] = d[q][u] + (VF)(sv ^ wv);
+                                }
+                        } else {
+                            for (int q = 0; q < nq; ++q)
+                                for (int u = 0; u < BK_VN; ++u) {
+                                    VI sv, wv;
+                                    BK_LOADV(sv, sp + q * 16 + u * BK_VW);
+                                    BK_LOADV(wv, wp + q * 16 + u * BK_VW);
+                                    d[q][u] = d[q][u] + (VF)(sv ^ wv);
+                                }
+                        }
+                    }
+                for (int q = 0; q < nq; ++q) {
+                    const int64_t c0 = c64 + q * 16;
+                    VF vv[BK_VN];
+                    for (int u = 0; u < BK_VN; ++u) {
+                        VF v = d[q][u];
+                        if (c0 + 16 <= C16) {
+                            if (thr) {
+                                VI tv;
+                                BK_LOADV(tv, thr + c0 + u * BK_VW);
+                                const VI ge = v >= __builtin_convertvector(tv, VF);
+                                v = (VF)(one | (~ge & signbit));
+                            } else {
+                                VF m, f;
+                                BK_LOADV(m, mult + c0 + u * BK_VW);
+                                BK_LOADV(f, offs + c0 + u * BK_VW);
+                                v = m * v + f;
+                            }
+                        }
+                        vv[u] = v;
+                    }
+                    if (c0 + 16 > C16 || bits_out) {
+                        memcpy(y + c0, vv, 64);
+                    } else { /* any chain, any output stride: in registers */
+                        BK_FN(bk_post16)(op, vv, c0, slots, off, op->out_so);
+                        BK_FN(bk_store16)(out + off + c0 * op->out_so, vv, op->out_so);
+                    }
+                }
+            }
+            if (!bits_out && C16 == C) continue;
+            /* channel tail: scalar transform of the exact dots */
+            for (int64_t ch = C16; ch < C; ++ch)
+                y[ch] = thr ? (y[ch] >= (float)thr[ch] ? 1.0f : -1.0f) : mult[ch] * y[ch] + offs[ch];
+            if (bits_out) {
+                BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + p * op->owords);
+                continue;
+            }
+            BK_FN(bk_post_apply)(op, y + C16, C - C16, C16, 1, slots, off + C16 * op->out_so, op->out_so);
+            BK_FN(bk_store)(out + off + C16 * op->out_so, y + C16, C - C16, op->out_so);
+        }
+    }
+}
+
 /* ---- bit-serial multi-plane binary ops ------------------------------------------------------
  * Q input planes (greedy residual signs in double: r_1 = x, b_q = sign(r_q) with sign(0) = +1,
  * r_{q+1} = r_q - a_q b_q) against P weight planes:
@@ -1103,6 +1233,30 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_gather)(const bk_op *o
     for (int64_t i = 0; i < op->n; ++i) out[i] = x[idx[i]];
 }
 
+/* Index-mapped average (avgpool2d, mean): out[i] = (float)(acc_i / div_i), acc_i the double sum,
+ * in increasing j from 0.0, of in[idx_i(j)] over the j with idx_i(j) >= 0 (the planner's order:
+ * kernel taps row-major for avgpool2d, the reduced axes row-major for mean). The map is stored in
+ * blocks of 16 outputs, idx[((i / 16) * taps + j) * 16 + i % 16] (outputs past n: -1), so 16
+ * independent sums advance together (each still in its own order). Scalar double code: the same
+ * bits in every variant. */
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_pool)(const bk_op *op, float *const *slots) {
+    const float *restrict x = slots[op->in];
+    float *restrict out = slots[op->out];
+    const int32_t *restrict idx = op->idx;
+    const float *restrict div = op->mult;
+    const int64_t K = op->taps, n = op->n;
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
+        const int32_t *restrict r = idx + i0 * K;
+        double acc[16];
+        for (int b = 0; b < 16; ++b) acc[b] = 0.0;
+        for (int64_t j = 0; j < K; ++j, r += 16)
+            for (int b = 0; b < 16; ++b)
+                if (r[b] >= 0) acc[b] = acc[b] + (double)x[r[b]];
+        const int64_t nb = n - i0 < 16 ? n - i0 : 16;
+        for (int64_t b = 0; b < nb; ++b) out[i0 + b] = (float)(acc[b] / (double)div[i0 + b]);
+    }
+}
+
 /* 1 if any of the n floats is NaN or inf (exponent all ones); vectorised at the variant's width. */
 BK_ATTR static int BK_FN(bk_any_nonfinite)(const float *x, int64_t n) {
     const uint32_t *u = (const uint32_t *)(const void *)x;
@@ -1126,6 +1280,8 @@ BK_ATTR static void BK_FN(bk_run_ops)(const bk_plan *plan, float *const *slots, 
         case BK_OP_MBDW: BK_FN(bk_op_mbdw)(op, slots, scratch); break;
         case BK_OP_EPI: BK_FN(bk_op_epi)(op, slots); break;
         case BK_OP_GATHER: BK_FN(bk_op_gather)(op, slots); break;
+        case BK_OP_BDW2: BK_FN(bk_op_bdw2)(op, slots, scratch); break;
+        case BK_OP_POOL: BK_FN(bk_op_pool)(op, slots); break;
         default: break;
         }
         if (prof) prof[i] += bk_now() - t0;
