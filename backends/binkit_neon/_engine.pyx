@@ -53,6 +53,8 @@ cdef extern from "binkit_engine.h" nogil:
         int64_t grows
         const float *wf
         const float *bias
+        const float *fthr
+        const int32_t *flt
         const uint32_t *wm
         int64_t outer, chans, inner
         const int32_t *idx
@@ -187,7 +189,7 @@ cdef class Plan:
             op.ivec = d.get("ivec", 0)
             op.wplanes = d.get("wplanes", 1)
             op.iplanes = d.get("iplanes", 1)
-            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "wf", "bias", "wm", "idx",
+            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "wf", "bias", "fthr", "flt", "wm", "idx",
                         "iscale", "wscale"):
                 if d.get(key) is not None:
                     self.keep.append(d[key])
@@ -211,6 +213,8 @@ cdef class Plan:
             op.offs = _fptr(d.get("offs"))
             op.wf = _fptr(d.get("wf"))
             op.bias = _fptr(d.get("bias"))
+            op.fthr = _fptr(d.get("fthr"))
+            op.flt = _iptr(d.get("flt"))
             op.iscale = _dptr(d.get("iscale"))
             op.wscale = _dptr(d.get("wscale"))
             posts = d.get("post", [])

@@ -317,6 +317,93 @@ def _f32(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+def _f32_keys(x: np.ndarray) -> np.ndarray:
+    """float32 -> int64 keys in the order of the floats (-0.0 and +0.0 share key 0)."""
+    u = np.asarray(x, np.float32).view(np.uint32).astype(np.int64)
+    return np.where(u >= 1 << 31, -(u - (1 << 31)), u)
+
+
+def _f32_from_keys(k: np.ndarray) -> np.ndarray:
+    u = np.where(k < 0, (-k) + (1 << 31), k).astype(np.uint32)
+    return u.view(np.float32)
+
+
+def _float_sign_thresholds(bias: np.ndarray, post: list[dict], o: int, opad: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The sign bit a float conv's epilogue packs for channel ``c``, ``(acc + bias_c -> post-ops) < 0``
+    in float32, as an exact test on the raw sum ``acc``: ``acc < t_c`` (``flt`` -1) or ``acc >= t_c``.
+
+    Each step (float32 add, multiply by a nonzero factor, add, PReLU with a positive slope, ReLU)
+    is monotone, rounding included, so the bit is a monotone step function of ``acc`` over the
+    extended floats; the switching point is found by bisection over the floats' order, evaluating
+    the same float32 operations as the C epilogue. A NaN sum gives bit 0 in both forms, as in the
+    epilogue (the engine rejects NaN inputs; overflow could still make one). Returns ``None``
+    (keep the float epilogue) for any chain whose monotonicity is not certain."""
+    f32 = np.float32
+    bias = np.asarray(bias, f32)[:o]
+    steps = []
+    for p in post:
+        pc = bool(p.get("per_channel"))
+        a = np.asarray(p.get("a", [0.0]), f32)
+        a = a[:o] if pc else np.full(o, a[0], f32)
+        if p["kind"] == _P_AFFINE:
+            b = np.asarray(p["b"], f32)
+            b = b[:o] if pc else np.full(o, b[0], f32)
+            if (a == 0).any():
+                return None
+            steps.append((_P_AFFINE, a, b))
+        elif p["kind"] == _P_PRELU:
+            if (a <= 0).any():
+                return None
+            steps.append((_P_PRELU, a, None))
+        elif p["kind"] == _P_RELU:
+            steps.append((_P_RELU, None, None))
+        else:
+            return None
+
+    def bit(acc: np.ndarray) -> np.ndarray:  # acc: (o,) float32
+        with np.errstate(all="ignore"):
+            r = (acc + bias).astype(f32)
+            for kind, a, b in steps:
+                if kind == _P_AFFINE:
+                    r = ((a * r).astype(f32) + b).astype(f32)
+                elif kind == _P_PRELU:
+                    r = np.where(r >= 0, r, (a * r).astype(f32)).astype(f32)
+                else:
+                    r = np.where(r > 0, r, f32(0)).astype(f32)
+        return r < 0
+
+    lo = np.full(o, _f32_keys(np.array([-np.inf], f32))[0])
+    hi = np.full(o, _f32_keys(np.array([np.inf], f32))[0])
+    b_lo, b_hi = bit(_f32_from_keys(lo)), bit(_f32_from_keys(hi))
+    const = b_lo == b_hi
+    # invariant: bit(lo) == b_lo, bit(hi) == b_hi; shrink to adjacent keys
+    while True:
+        open_ = ~const & (hi - lo > 1)
+        if not open_.any():
+            break
+        mid = np.where(open_, lo + (hi - lo) // 2, lo)
+        at = bit(_f32_from_keys(mid))
+        move_hi = open_ & (at == b_hi)
+        hi = np.where(move_hi, mid, hi)
+        lo = np.where(open_ & ~move_hi, mid, lo)
+    tau = np.full(opad, np.nan, f32)  # padding channels (never read) and constant 0: acc >= NaN
+    flt = np.zeros(opad, np.int32)
+    tau[:o] = np.where(const, np.where(b_lo, f32(-np.inf), f32(np.nan)), _f32_from_keys(hi))
+    flt[:o] = np.where(~const & b_lo, -1, 0)
+    # check: the test reproduces the epilogue at the switch, its neighbours, zeros and extremes
+    probes = [hi - 1, hi, hi + 1, lo, np.zeros(o, np.int64), np.full(o, -1), np.full(o, 1)]
+    for k in probes:
+        k = np.clip(k, _f32_keys(np.array([-np.inf], f32))[0], _f32_keys(np.array([np.inf], f32))[0])
+        acc = _f32_from_keys(k)
+        want = bit(acc)
+        t = tau[:o]
+        with np.errstate(invalid="ignore"):
+            got = np.where(flt[:o] != 0, acc < t, acc >= t)
+        if (got != want).any():
+            return None
+    return tau, flt
+
+
 @dataclass
 class _COp:
     fields: dict[str, Any]
@@ -425,6 +512,9 @@ class _Planner:
         if self.ops[pos]["inputs"].count(name) != 1 or any(x is not prod and val.vb in x.reads for x in self.cops):
             return False
         f["bits_out"] = 1
+        thr = _float_sign_thresholds(f["bias"], f.get("post", []), c, f["opad"])
+        if thr is not None:
+            f["fthr"], f["flt"] = thr
         self.vals[name] = _Val(val.shape, val.vb, None, None, True)
         return True
 
@@ -1140,6 +1230,7 @@ class _ViewPlan:
         self.vidx = np.asarray(vidx, np.int64)
         self.macs = p.macs
         self.num_cops = len(ops)
+        self.cops = ops  # the C ops' fields, for tests and diagnostics
         self.cplan = _engine.Plan(ops, caps, math.prod(art.input_shape), len(art.labels), out_slot)
         self.cplan.set_input_shape(tuple(int(v) for v in art.input_shape))
         self.slot_floats = caps

@@ -128,6 +128,11 @@ typedef struct {
     const uint64_t *ginv;
     int64_t grows;
     const float *wf, *bias;          /* CONV_FP: weights [groups][C/groups*kh*kw][opad], bias [O] */
+    const float *fthr;               /* CONV_FP with bits_out, or NULL: the sign bit of channel o as an exact
+                                        test on the raw sum (before bias and post-ops): bit 1 iff
+                                        (flt[o] ? acc < fthr[o] : acc >= fthr[o]) (engine.py
+                                        _float_sign_thresholds); [opad] */
+    const int32_t *flt;              /* CONV_FP: -1 where the test is acc < fthr, else 0; [opad] */
     const uint32_t *wm;              /* BDW: weight signs as float sign-bit masks [kw][opad];
                                         BDW2: [kh][kw][opad] */
     int64_t outer, chans, inner;     /* EPI */

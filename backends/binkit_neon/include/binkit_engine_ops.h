@@ -463,6 +463,30 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                     float b[16] = {0};
                     memcpy(b, op->bias + o, (size_t)n * 4);
                     for (int64_t q = 0; q < npos; ++q) {
+                        if (op->fthr) {
+                            /* packed sign bits straight from the raw sums: the exact per-channel
+                             * test the planner derived from bias + post-ops (same bits) */
+                            int32_t lm[16];
+                            for (int u = 0; u < BK_VN; ++u) {
+                                VF tv;
+                                VI lt;
+                                BK_LOADV(tv, op->fthr + o + u * BK_VW);
+                                BK_LOADV(lt, op->flt + o + u * BK_VW);
+                                const VI mu = (lt & (acc[q][u] < tv)) | (~lt & (acc[q][u] >= tv));
+                                memcpy(lm + u * BK_VW, &mu, sizeof(mu));
+                            }
+                            static const int32_t zero16t[16] = {0};
+                            const uint64_t m = BK_GTMASK16(zero16t, lm);
+                            const int64_t bit = (oy * Wo + ox0 + q) * op->O + o;
+                            if (BK_BYTE_BITS) {
+                                const uint16_t h = (uint16_t)m;
+                                memcpy((uint8_t *)out + bit / 8, &h, 2);
+                            } else {
+                                uint64_t *wd = (uint64_t *)(void *)out + bit / 64;
+                                *wd = (*wd & ~((uint64_t)0xffff << (bit & 63))) | (m << (bit & 63));
+                            }
+                            continue;
+                        }
                         VF r[BK_VN];
                         for (int u = 0; u < BK_VN; ++u) {
                             VF bv;
