@@ -265,6 +265,8 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                 float *dst = xp + (c * Hp + i + op->pt) * Wp + op->pl;
                 if (op->input_sign) {
                     for (int64_t j = 0; j < W; ++j) dst[j] = row[j * op->in_sw] < 0.0f ? -1.0f : 1.0f;
+                } else if (op->in_sw == 1) {
+                    memcpy(dst, row, (size_t)W * 4);
                 } else {
                     for (int64_t j = 0; j < W; ++j) dst[j] = row[j * op->in_sw];
                 }

@@ -333,7 +333,9 @@ BK_TARGET_AVX2 static void bk_gemm_avx2(BK_GEMM_ARGS) {
     }
 }
 
-BK_TARGET_AVX512 static void bk_gemm_avx512(BK_GEMM_ARGS) {
+/* The body, inlined per word count below: with K a constant the k loops unroll and the first
+ * add (to zero) folds away; the KWS layers have K = 2 and 4 (1x1 convs of 128 / 256 channels). */
+BK_TARGET_AVX512 static inline __attribute__((always_inline)) void bk_gemm_avx512_body(BK_GEMM_ARGS) {
     size_t m = 0;
     /* 4 rows x 2 channel blocks: weight loads shared by 4 rows (M is the positions: 8 in KWS) */
     for (; m + 4 <= M && NB >= 2; m += 4) {
@@ -459,6 +461,14 @@ BK_TARGET_AVX512 static void bk_gemm_avx512(BK_GEMM_ARGS) {
                     _mm512_set1_epi64((long long)a0[k]), _mm512_loadu_si512((const void *)(w + k * 8)))));
             _mm256_storeu_si256((__m256i *)(c0 + ob * 8), _mm512_cvtepi64_epi32(r0));
         }
+    }
+}
+BK_TARGET_AVX512 static void bk_gemm_avx512(BK_GEMM_ARGS) {
+    switch (K) {
+    case 1: bk_gemm_avx512_body(A, lda, M, Wb, 1, NB, Cnt, ldc); break;
+    case 2: bk_gemm_avx512_body(A, lda, M, Wb, 2, NB, Cnt, ldc); break;
+    case 4: bk_gemm_avx512_body(A, lda, M, Wb, 4, NB, Cnt, ldc); break;
+    default: bk_gemm_avx512_body(A, lda, M, Wb, K, NB, Cnt, ldc); break;
     }
 }
 #endif /* BK_HAVE_X86 */
