@@ -90,6 +90,9 @@ class ExportReport:
             inputs: ``max_abs``, ``max_rel`` (max |diff| / max |logit|, per clip), ``argmax_agreement``.
         conformance: per view, the written plan on the reference backend vs the torch model:
             same keys.
+        float_layers: ``{"layer", "op"}`` for every op that computes in full precision with
+            parameters of its own (float convs and linears, e.g. the first and last layers, and
+            ``affine`` normalisations that could not fold into a binary op), in plan order.
     """
 
     path: Path
@@ -97,6 +100,7 @@ class ExportReport:
     views: list[str]
     num_ops: int
     fallbacks: list[dict[str, str]] = field(default_factory=list)
+    float_layers: list[dict[str, str]] = field(default_factory=list)
     sign_folded: list[str] = field(default_factory=list)
     float16: bool = False
     float16_tensors: list[str] = field(default_factory=list)
@@ -114,6 +118,10 @@ class ExportReport:
         for v, e in self.conformance.items():
             lines.append(f"  view {v}: reference vs torch max rel {e['max_rel']:.2e}, argmax agreement "
                          f"{e['argmax_agreement']:.3f}")
+        if self.float_layers:
+            shown = ", ".join(f"{f['layer']} ({f['op']})" for f in self.float_layers[:8])
+            more = f", and {len(self.float_layers) - 8} more" if len(self.float_layers) > 8 else ""
+            lines.append(f"full-precision layers: {len(self.float_layers)}: {shown}{more}")
         if self.fallbacks:
             lines.append("float fallbacks (do not run binary):")
             lines += [f"  {f['layer']}: {f['reason']}" for f in self.fallbacks]

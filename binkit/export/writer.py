@@ -172,6 +172,9 @@ def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, 
     export_info = {"sign_folded": sign_folded, "float16": use16, "float16_tensors": narrowed, "float16_note": note, "float16_error": f16_error, "conformance": conformance}
     with atomic_path(path) as tmp:
         save_artifact(tmp, _narrow(tensors, narrowed), {**metadata, "export": export_info})
+    float_layers = [{"layer": op["name"], "op": op["op"]} for op in builder.ops
+                    if op["op"] in ("conv2d_fp", "conv1d_fp", "linear_fp", "affine")]
     return ExportReport(path=path, size_bytes=path.stat().st_size, views=views, num_ops=len(builder.ops),
+                        float_layers=float_layers,
                         fallbacks=fallbacks, sign_folded=sign_folded, float16=use16, float16_tensors=narrowed, float16_note=note, float16_error=f16_error,
                         conformance=conformance)

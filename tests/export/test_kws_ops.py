@@ -167,3 +167,12 @@ def test_a_plan_that_does_not_reproduce_the_model_is_not_written(tmp_path, monke
     with pytest.raises(ExportError, match="does not reproduce the model"):
         export_model(_depthwise_fold_net(), tmp_path / "m.bkm", labels=list("abc"), feature_shape=(1, 6, 6))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_names_the_full_precision_layers(tmp_path):
+    net = randomize_stats(binkit.binarize(KwsOpsNet(), "bifsmn"), seed=3)
+    report = export_model(net, tmp_path / "k.bkm", labels=list("abcd"), float16=False, feature_shape=(1, 12, 10))
+    # the stem and head stay float; bn0 follows a float conv, so it stays an affine op
+    assert report.float_layers == [{"layer": "stem", "op": "conv2d_fp"}, {"layer": "bn0", "op": "affine"},
+                                   {"layer": "head", "op": "linear_fp"}]
+    assert "full-precision layers: 3: stem (conv2d_fp), bn0 (affine), head (linear_fp)" in report.to_markdown()
