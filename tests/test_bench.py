@@ -20,12 +20,13 @@ from torch import nn
 
 import binkit
 from binkit import registry
-from binkit.bench import fp32_parameter_count, plan_rows, storage, view_macs
+from binkit.bench import BINARY_OPS, fp32_parameter_count, plan_rows, storage, view_macs
 from binkit.bench.float_model import build_float_model, export_onnx
 from binkit.cli import main
 from binkit.export import export_model
 from binkit.nn.summary import summary
-from binkit.runtime.artifact import load_artifact
+from binkit.runtime.artifact import load_artifact, save_artifact
+from kwsparts import kws_ops_parts
 from testnets import ConvBNPReLU
 
 FAST = ["--runs", "5", "--warmup", "1", "--reference-runs", "2", "--throughput-runs", "2", "--batch", "4",
@@ -359,3 +360,150 @@ def test_bench_skips_backends_without_a_needed_feature(tmp_path, capsys, monkeyp
     assert main(["bench", str(path), "--backends", "reference", "--no-torch", *FAST]) != 0
     err = capsys.readouterr().err
     assert "skipping backend 'reference'" in err and "multiplane" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# the KWS ops: bdwconv2d, avgpool2d, mean, silu, broadcasting add
+# ---------------------------------------------------------------------------------------------
+
+
+def _kws_artifact(tmp_path, name="k", pool_padding=None, count_include_pad=False):
+    """The hand-written artifact of ``kwsparts`` (optionally with another avgpool padding)."""
+    tensors, meta = kws_ops_parts(count_include_pad=count_include_pad)
+    if pool_padding is not None:
+        next(op for op in meta["plan"]["ops"] if op["name"] == "pool")["attrs"]["padding"] = pool_padding
+    path = tmp_path / f"{name}.bkm"
+    save_artifact(path, tensors, meta)
+    return path
+
+
+def _signed_twin_logits(fp, art, x):
+    """The twin run as the artifact runs: ``sign(x)`` (sign(0) = +1) into every binary layer, and
+    ``sign(dot - threshold)`` out of a thresholded one (the twin keeps ``dot - threshold``)."""
+    def sign(v):
+        return torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
+
+    handles = []
+    for (kind, keys, *_), i in zip(fp._plans[art.default_view], art.views[art.default_view]["ops"]):
+        if kind in BINARY_OPS:
+            handles.append(fp.layers[keys[0]].register_forward_pre_hook(lambda m, a: (sign(a[0]),)))
+            if "threshold" in art.ops[i]["tensors"]:
+                handles.append(fp.layers[keys[1]].register_forward_hook(lambda m, a, out: sign(out)))
+    try:
+        with torch.no_grad():
+            return fp.double()(torch.from_numpy(x)).numpy()
+    finally:
+        for h in handles:
+            h.remove()
+        fp.float()
+
+
+def test_kws_ops_plan_rows_macs_and_parameters(tmp_path):
+    art = load_artifact(_kws_artifact(tmp_path))
+    rows = {r.name: r for r in plan_rows(art)}
+    c = 70
+    assert rows["dw"].op == "bdwconv2d" and rows["dw"].runs_binary and rows["dw"].output_shape == (c, 5, 8)
+    assert rows["dw"].binary_macs == c * 5 * 8 * 3 * 3 and rows["dw"].float_macs == 0  # padded taps counted
+    assert rows["tdw"].runs_binary and rows["tdw"].binary_macs == c * 1 * 9 * 1 * 3
+    assert rows["pw"].binary_macs == c * 5 * 8 * c  # bconv2d 1x1 on (C, 5, 8)
+    for name in ("silu", "pool", "freq", "bcast", "relu", "gap", "act"):
+        assert not rows[name].runs_binary and rows[name].binary_macs == rows[name].float_macs == 0, name
+    assert view_macs(art, "full") == {"binary": sum(r.binary_macs for r in rows.values()),
+                                      "float": c * 10 * 9 * 9 + 4 * c}  # stem 3x3 on (1, 10, 9), head
+    # FP32: stem w+b, dw (C, 1, 3, 3) + 2/channel, slopes, pw (C, C) + 2/channel, tdw (C, 1, 1, 3) + 2/channel
+    # (threshold), head w+b
+    want = c * 9 + c + c * 9 + 2 * c + c + c * c + 2 * c + 3 * c + 2 * c + 4 * c + 4
+    assert fp32_parameter_count(art) == want
+    assert storage(art)["fp32_params"] == want
+
+
+@pytest.mark.parametrize("pool_padding, count_include_pad", [
+    (None, False), (None, True), ([[1, 0], [0, 1]], False), ([[0, 1], [1, 1]], True)])
+def test_kws_ops_float_twin_runs_the_plan(tmp_path, pool_padding, count_include_pad):
+    """The FP32 twin of the new ops: shapes, parameters and MACs as the plan counts them, and, run
+    with the artifact's signs put back (sign into binary layers, out of thresholded ones), the
+    reference backend's logits: so avgpool2d (asymmetric padding, both divisors), mean, silu,
+    broadcasting add and the depthwise 2-D conv (asymmetric padding, stride, dilation) are exact."""
+    from binkit.runtime.reference import ReferenceBackend
+
+    path = _kws_artifact(tmp_path, pool_padding=pool_padding, count_include_pad=count_include_pad)
+    art = load_artifact(path)
+    fp = build_float_model(art)
+    x = np.random.default_rng(0).standard_normal((6, *art.input_shape))
+    x[0] = np.round(x[0])  # exact zeros and ties
+    with torch.no_grad():
+        assert tuple(fp(torch.from_numpy(x).float()).shape) == (6, 4)
+    assert sum(p.numel() for p in fp.parameters()) == fp32_parameter_count(art)
+    s = summary(fp, forward_kwargs={"view": "full"}, print_fn=None)
+    macs = view_macs(art, "full")
+    assert s.binary_macs == 0 and s.float_macs == macs["binary"] + macs["float"]
+    dw = [m for m in fp.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(dw) == 2 and all(m.groups == m.in_channels == 70 for m in dw)
+    assert all(set(m.weight.unique().tolist()) <= {-1.0, 1.0} for m in dw)
+    want = ReferenceBackend().load(art).run(x.astype(np.float32), "full")
+    got = _signed_twin_logits(fp, art, x.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # the plain twin (no signs) differs from the artifact: it is a float baseline, not a replica
+    with torch.no_grad():
+        assert not np.allclose(fp(torch.from_numpy(x).float()).numpy(), want, atol=1e-3)
+
+
+@pytest.mark.parametrize("net_name, shape", [("KwsOpsNet", (1, 12, 10)), ("BroadcastNet", (1, 8, 12))])
+def test_kws_nets_plan_macs_match_the_torch_model(tmp_path, net_name, shape):
+    import testnets
+
+    torch.manual_seed(0)
+    net = testnets.randomize_stats(binkit.binarize(getattr(testnets, net_name)(), "bifsmn"), seed=3)
+    path = tmp_path / "n.bkm"
+    export_model(net, path, labels=[str(i) for i in range(net.head.out_features)], float16=False,
+                 feature_shape=shape)
+    art = load_artifact(path)
+    rows = plan_rows(art)
+    dw = [r for r in rows if r.op == "bdwconv2d"]
+    assert dw and all(r.runs_binary and r.binary_macs > 0 for r in dw)
+    want = summary(net, shape, print_fn=None)
+    assert view_macs(art, art.default_view) == {"binary": want.binary_macs, "float": want.float_macs}
+    fp = build_float_model(art)
+    assert sum(p.numel() for p in fp.parameters()) == fp32_parameter_count(art)
+    with torch.no_grad():
+        assert tuple(fp(torch.randn(2, *shape)).shape) == (2, net.head.out_features)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_kws_ops_onnx_twin_matches_torch(tmp_path, exporter):
+    import onnxruntime as ort
+
+    art = load_artifact(_kws_artifact(tmp_path, pool_padding=[[1, 0], [0, 1]]))  # asymmetric pool
+    fp = build_float_model(art)
+    assert export_onnx(fp, "full", tmp_path / "m.onnx", exporter) == exporter
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, *art.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        want = fp(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_and_summary_of_a_kws_ops_artifact(tmp_path, capsys):
+    path = _kws_artifact(tmp_path)
+    art = load_artifact(path)
+    out = tmp_path / "r.json"
+    assert main(["bench", str(path), *FAST, "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    backends = binkit.runtime.backend_names()
+    assert {(r["backend"], r["view"]) for r in res["latency"]} == {
+        (b, "full") for b in backends + ["pytorch-fp32", "onnxruntime-fp32"]}
+    assert res["macs"] == {"full": view_macs(art, "full")}
+    assert res["storage"]["fp32_params"] == fp32_parameter_count(art)
+    assert res["baselines"]["onnxruntime-fp32"]["max_rel_vs_torch"] < 1e-3
+    ref_rows = [r for r in res["layers"] if r["backend"] == "reference"]
+    assert [r["index"] for r in ref_rows] == art.views["full"]["ops"]
+    binary = [r for r in ref_rows if r["runs_binary"]]
+    assert {r["op"] for r in binary} == {"bdwconv2d", "bconv2d"}
+    assert all(r["seconds"] > 0 and r["binary_ops_per_s"] > 0 for r in binary)
+    capsys.readouterr()
+    assert main(["summary", str(path), "--no-latency", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["dw"]["runs_binary"] and rows["dw"]["binary_macs"] == 70 * 5 * 8 * 9
+    assert main(["summary", str(path), "--no-latency"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if " dw " in f" {ln} " and "bdwconv2d" in ln)
+    assert "yes" in line and "25,200" in line

@@ -9,16 +9,26 @@ plan op        float twin
 ``bconv2d``    ``Conv2d(C, O, kernel, stride, padding, dilation, bias=False)`` + affine
 ``bconv1d``    ``Conv1d(C, O, ...)`` + affine
 ``bdwconv1d``  ``Conv1d(C, C, k, groups=C)`` (depthwise) + affine
+``bdwconv2d``  ``Conv2d(C, C, (kh, kw), groups=C)`` (depthwise) + affine
 ``blinear``    ``Linear(I, O, bias=False)`` + affine
+``avgpool2d``  ``F.avg_pool2d`` (asymmetric padding: :class:`AvgPool2d`, exact zero padding)
+``mean``       ``x.mean(axes, keepdim)``
+``silu``       ``F.silu``
+``add``        ``a + b`` (torch broadcasting over size-1 axes, as the plan allows)
 =============  ==========================================================================
+
+Convolutions with asymmetric padding (``[[before, after], ...]``) get an explicit ``ZeroPad``
+first; ``avgpool2d`` likewise (with ``count_include_pad`` off, the divisor is the count of
+in-bounds taps, found by pooling a ones map padded the same way, so the padding does not count
+even though it is explicit).
 
 The weights are the unpacked +-1 weights (:func:`binkit.runtime.bits.unpack_signs`) and the
 affine is the op's per-channel ``multiplier``/``offset``: a normal FP conv + BatchNorm (scale and
 shift) doing real arithmetic. An op exported with a sign ``threshold`` (its transform, PReLU and
 the next layer's sign folded into one integer per channel) gets the affine ``x - threshold``:
 the same two parameters per channel; the PReLU slope export folded away is not restored. The
-float ops (``conv*_fp``, ``linear_fp``), ``affine``, ``prelu``, ``relu``, ``add``, ``reshape``,
-``transpose`` and ``flatten`` are kept; ``input_sign`` of a float
+float ops (``conv*_fp``, ``linear_fp``), ``affine``, ``prelu``, ``relu``, ``silu``, ``add``,
+``avgpool2d``, ``mean``, ``reshape``, ``transpose`` and ``flatten`` are kept; ``input_sign`` of a float
 fallback is dropped (nothing is binarized here). Its outputs are therefore *not* the artifact's
 logits (a float layer does not take ``sign(x)``): it has the same ops, shapes, MACs and
 parameter count, which is what a latency and size baseline needs.
@@ -44,7 +54,7 @@ from torch import nn
 from binkit.runtime.artifact import Artifact
 from binkit.runtime.bits import unpack_signs
 
-__all__ = ["ChannelAffine", "ChannelPReLU", "FloatPlanModel", "build_float_model", "export_onnx"]
+__all__ = ["AvgPool2d", "ChannelAffine", "ChannelPReLU", "FloatPlanModel", "build_float_model", "export_onnx"]
 
 
 class ChannelAffine(nn.Module):
@@ -108,6 +118,30 @@ class _Padded(nn.Sequential):
         super().__init__(pad_module, layer)
 
 
+class AvgPool2d(nn.Module):
+    """The plan's ``avgpool2d``: the window's in-bounds values summed, divided by ``kh * kw``
+    (``count_include_pad``) or by the number of in-bounds values; padding ``[[top, bottom],
+    [left, right]]`` (asymmetric allowed). No parameters."""
+
+    def __init__(self, kernel_size: list[int], stride: list[int], padding: list[list[int]],
+                 count_include_pad: bool) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = tuple(kernel_size), tuple(stride)
+        self.count_include_pad = bool(count_include_pad)
+        self.symmetric, self.pad = _pad_arg(padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is None:  # symmetric: torch's own (same semantics, padding at most half the kernel)
+            return F.avg_pool2d(x, self.kernel_size, self.stride, self.symmetric,
+                                count_include_pad=self.count_include_pad)
+        pooled = F.avg_pool2d(F.pad(x, self.pad), self.kernel_size, self.stride, 0)  # sum / (kh * kw)
+        if self.count_include_pad:
+            return pooled
+        # in-bounds taps / (kh * kw) per window, from a ones map padded the same way
+        inside = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), self.pad), self.kernel_size, self.stride, 0)
+        return pooled / inside
+
+
 class FloatPlanModel(nn.Module):
     """A plan run in float32: ``forward(x, view=None) -> (batch, num_labels)``.
 
@@ -143,7 +177,7 @@ class FloatPlanModel(nn.Module):
                 kind, attrs, t = op["op"], op["attrs"], op["tensors"]
                 name = op.get("name") or f"op{i}"
                 keys: tuple[str, ...] = ()
-                if kind in ("bconv2d", "bconv1d", "bdwconv1d", "blinear"):
+                if kind in ("bconv2d", "bconv1d", "bdwconv1d", "bdwconv2d", "blinear"):
                     conv = module("w", (t["weight"],), name, lambda op=op: self._binary_twin(op, tensors))
                     axis = -1 if kind == "blinear" else 0  # the output channel axis
                     if "threshold" in t:  # sign(dot - threshold) in the artifact; the float twin keeps dot - threshold
@@ -165,6 +199,10 @@ class FloatPlanModel(nn.Module):
                 elif kind == "prelu":
                     keys = (module("prelu", (t["slope"],), name,
                                    lambda t=t, a=attrs: ChannelPReLU(tensors[t["slope"]], a["axis"])),)
+                elif kind == "avgpool2d":  # no parameters: one module per op
+                    keys = (module("pool", (f"op{i}",), name,
+                                   lambda a=attrs: AvgPool2d(a["kernel_size"], a["stride"], a["padding"],
+                                                             a["count_include_pad"])),)
                 steps.append((kind, keys, tuple(op["inputs"]), op["outputs"][0], attrs))
             self._plans[view] = steps
         self._outputs = {v: artifact.views[v]["output"] for v in self.views}
@@ -199,6 +237,10 @@ class FloatPlanModel(nn.Module):
             w = (packed if unpacked else unpack_signs(packed, c)).transpose(0, 2, 1)  # (out, k, C) -> (out, C, k)
             layer = nn.Conv1d(c, w.shape[0], tuple(a["kernel_size"]), tuple(a["stride"]), padding,
                               tuple(a["dilation"]), bias=False)
+        elif kind == "bdwconv2d":  # (kh, kw, C) -> (C, 1, kh, kw), one kernel per channel
+            w = (packed if unpacked else unpack_signs(packed, c)).transpose(2, 0, 1)[:, None]
+            layer = nn.Conv2d(c, c, tuple(a["kernel_size"]), tuple(a["stride"]), padding,
+                              tuple(a["dilation"]), groups=c, bias=False)
         else:  # bdwconv1d: (k, C) -> (C, 1, k), one kernel per channel
             w = (packed if unpacked else unpack_signs(packed, c)).T[:, None, :]
             layer = nn.Conv1d(c, c, tuple(a["kernel_size"]), tuple(a["stride"]), padding,
@@ -237,8 +279,12 @@ class FloatPlanModel(nn.Module):
                     v = self.layers[key](v)
             elif kind == "relu":
                 v = torch.relu(v)
+            elif kind == "silu":
+                v = F.silu(v)
+            elif kind == "mean":
+                v = v.mean(dim=[a + 1 for a in attrs["axes"]], keepdim=bool(attrs.get("keepdims", False)))
             elif kind == "add":
-                v = v + values[inputs[1]]
+                v = v + values[inputs[1]]  # same rank; size-1 axes broadcast
             elif kind == "reshape":
                 v = v.reshape(-1, *attrs["shape"])  # (batch, ...) -> (batch, *shape)
             elif kind == "transpose":

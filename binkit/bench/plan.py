@@ -5,14 +5,19 @@ torch). Counting rules are those of :mod:`binkit.nn.summary`, so a plan and the 
 came from report the same numbers:
 
 * MACs per example: ``bconv*``/``conv*_fp``: ``output elements x in_channels/groups x
-  prod(kernel)`` (padded taps included, as torch counts them); ``bdwconv1d``: ``output elements
-  x kernel``; ``blinear``/``linear_fp``: ``output elements x in_features``. Element-wise ops
-  (affine, prelu, relu, add) and data movement (reshape, transpose, flatten) count 0.
+  prod(kernel)`` (padded taps included, as torch counts them); ``bdwconv1d``/``bdwconv2d``:
+  ``output elements x prod(kernel)`` (``k``, ``kh x kw``: one tap per channel, padded taps
+  included); ``blinear``/``linear_fp``: ``output elements x in_features``. Element-wise ops
+  (affine, prelu, relu, silu, add, broadcasting or not), pooling and reductions (avgpool2d, mean:
+  additions and one scale, as :mod:`binkit.nn.summary` leaves ``AvgPool2d`` and activations
+  uncounted) and data movement (reshape, transpose, flatten) count 0.
 * An op **runs binary** when it is a packed op (``bconv2d``, ``bconv1d``, ``bdwconv1d``,
-  ``blinear``): its MACs are XNOR-popcount bit products (one binary operation each). A float op
+  ``bdwconv2d``, ``blinear``): its MACs are XNOR-popcount bit products (one binary operation
+  each). A float op
   that stands in for a binary layer (``artifact.fallbacks``) is flagged with the reason.
 * FP32 parameters: every distinct tensor of the plan counted once (views share tensors by name),
-  a packed tensor at its unpacked element count (``prod(shape[:-1]) x true channel count``); the
+  a packed tensor at its unpacked element count (``prod(shape[:-1]) x true channel count``, e.g.
+  ``kh x kw x C`` for ``bdwconv2d``, the ``(C, 1, kh, kw)`` depthwise weight); the
   binary ops' ``multiplier``/``offset`` are the 2-per-channel scale and shift of the conv + BN
   the same architecture has in full precision, and so is a sign ``threshold`` (one integer per
   channel standing for that scale and shift, and a PReLU slope export folded away: the slope is
@@ -40,7 +45,7 @@ __all__ = [
 ]
 
 #: Ops that run on packed bits (XNOR-popcount).
-BINARY_OPS = frozenset({"bconv2d", "bconv1d", "bdwconv1d", "blinear"})
+BINARY_OPS = frozenset({"bconv2d", "bconv1d", "bdwconv1d", "bdwconv2d", "blinear"})
 
 
 @dataclass
@@ -72,7 +77,7 @@ def op_macs(op: dict[str, Any], in_shape: tuple[int, ...], out_shape: tuple[int,
     planes = int(attrs.get("weight_planes", 1)) * int(attrs.get("input_planes", 1))
     if kind in ("bconv2d", "bconv1d"):
         return planes * out * attrs["in_channels"] * math.prod(attrs["kernel_size"]), 0
-    if kind == "bdwconv1d":
+    if kind in ("bdwconv1d", "bdwconv2d"):  # depthwise: one tap per output element and kernel position
         return planes * out * math.prod(attrs["kernel_size"]), 0
     if kind == "blinear":
         return planes * out * attrs["in_features"], 0
@@ -81,7 +86,7 @@ def op_macs(op: dict[str, Any], in_shape: tuple[int, ...], out_shape: tuple[int,
         return 0, out * math.prod(w.shape[1:])
     if kind == "linear_fp":
         return 0, out * in_shape[-1]
-    return 0, 0
+    return 0, 0  # element-wise, pooling, mean, data movement
 
 
 def plan_rows(artifact: Artifact, view: str | None = None) -> list[OpRow]:
