@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from binkit.errors import BinkitError
 
 __all__ = ["ExportError", "ExportReport", "export_model", "export_run", "register_lowering", "find_lowering"]
@@ -164,7 +166,11 @@ def export_run(run: str | os.PathLike[str], path: str | os.PathLike[str], *, flo
                allow_float_fallback: bool | None = None, **opts: Any) -> ExportReport:
     """Export a run folder (its ``model.pt``) or a checkpoint file.
 
-    ``float16`` / ``allow_float_fallback`` default to the run spec's ``[export]`` section.
+    ``float16`` / ``allow_float_fallback`` default to the run spec's ``[export]`` section. The
+    probe inputs of the checks (float16 choice, conformance) are the default noise clips plus up
+    to :data:`RUN_PROBE_CLIPS` clips of the run's validation split when its data is at hand (a
+    local dataset whose root exists, or a generated one): real inputs are what a narrowed weight
+    must not change; noise alone can miss sign flips that real features cause.
     """
     from binkit.train.build import load_checkpoint
 
@@ -173,9 +179,37 @@ def export_run(run: str | os.PathLike[str], path: str | os.PathLike[str], *, flo
     model, meta = load_checkpoint(ckpt)
     resolved = meta["resolved"]
     spec = resolved.spec
+    shape = tuple(meta["feature_shape"])
+    if opts.get("probe") is None:
+        real = _run_probe(resolved, shape)
+        if real is not None:
+            from binkit.export.writer import _probe
+
+            opts["probe"] = np.concatenate([_probe(spec.features, shape), real])
     return export_model(
         model, path, labels=list(meta["labels"]), feature_spec=spec.features,
-        feature_shape=tuple(meta["feature_shape"]),
+        feature_shape=shape,
         float16=spec.export.float16 if float16 is None else float16,
         allow_float_fallback=spec.export.allow_float_fallback if allow_float_fallback is None else allow_float_fallback,
         **opts)
+
+
+#: Validation clips :func:`export_run` adds to the probe inputs.
+RUN_PROBE_CLIPS = 128
+
+
+def _run_probe(resolved: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Up to :data:`RUN_PROBE_CLIPS` validation features of the run's own pipeline, or ``None``
+    when its data is not here (a dataset ``root`` that does not exist: export never builds or
+    downloads a corpus)."""
+    root = resolved.spec.data.params.get("root")
+    if root is not None and not Path(str(root)).exists():
+        return None
+    try:
+        data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+        for x, _ in data.batches("val", RUN_PROBE_CLIPS):
+            x = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+            return x if tuple(x.shape[1:]) == shape else None
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
+    return None

@@ -163,3 +163,30 @@ def test_export_run_roundtrip_with_checkpoint(tmp_path):
     assert report.views == ["2", "1"]
     rt = binkit.runtime.load(tmp_path / "m.bkm")
     assert rt.labels == ["a", "b", "c"] and rt.frontend is not None
+
+
+def test_export_run_probes_with_the_runs_validation_clips(tmp_path, monkeypatch):
+    """export_run adds the run's own validation features to the probe (float16 and conformance
+    are judged on real inputs), and falls back to noise when the data is not here."""
+    from binkit.specs import parse_spec, resolve, spec_to_toml
+    from binkit.train.build import build_model
+    import binkit.export as ex
+    import binkit.export.writer as writer
+
+    spec = parse_spec({"data": {"dataset": "tones", "params": {"num_classes": 3, "val_per_class": 5}},
+                       "model": {"architecture": "mlp", "params": {"hidden": 16, "depth": 2}},
+                       "binarization": {"method": "bnn"}})
+    resolved = resolve(spec)
+    data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+    shape = tuple(next(iter(data.batches("val", 4)))[0].shape[1:])
+    model = build_model(resolved, 3, shape)
+    torch.save({"spec_toml": spec_to_toml(spec), "labels": ["a", "b", "c"], "feature_shape": list(shape),
+                "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    seen = []
+    real_export = writer.export_model
+    monkeypatch.setattr(writer, "export_model", lambda *a, **k: (seen.append(k["probe"]), real_export(*a, **k))[1])
+    ex.export_run(tmp_path, tmp_path / "m.bkm", float16=False)
+    assert len(seen[-1]) == writer.PROBE_CLIPS + 15  # noise clips + the 3 x 5 validation clips
+    monkeypatch.setattr(ex, "_run_probe", lambda *a: None)
+    ex.export_run(tmp_path, tmp_path / "m2.bkm", float16=False)
+    assert seen[-1] is None  # export_model's own noise probe
