@@ -209,8 +209,8 @@ static inline size_t bk_op_scratch_bytes(const bk_op *op) {
     case BK_OP_MBCONV: /* BCONV's, then the residual (double), the sign plane, the sums (double) */
         return bk_bconv_scratch_bytes(op) + BK_ALIGN((size_t)(op->C * op->H * op->W) * 8) +
                BK_ALIGN((size_t)(op->C * op->H * op->W) * 4) + BK_ALIGN((size_t)(op->Ho * op->Wo * op->O) * 8);
-    case BK_OP_BDW:
-        return BK_ALIGN((size_t)(op->W * op->opad) * 4) + BK_ALIGN((size_t)op->opad * 4);
+    case BK_OP_BDW: /* signs [W (+ up to 8 padding rows)][opad], y [opad] */
+        return BK_ALIGN((size_t)((op->W + 8) * op->opad) * 4) + BK_ALIGN((size_t)op->opad * 4);
     case BK_OP_BDW2:
         return BK_ALIGN((size_t)(op->H * op->W * op->opad) * 4) + BK_ALIGN((size_t)op->opad * 4);
     case BK_OP_MBDW:

@@ -831,11 +831,19 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     const float *x = slots[op->in];
     float *out = slots[op->out];
     const int64_t C = op->C, T = op->W, Cp = op->opad;
-    float *S = (float *)(void *)scr;
-    float *y = (float *)(void *)(scr + BK_ALIGN((size_t)(T * Cp) * 4));
+    /* scratch: [signs, with op->pl rows of +0.0 before and op->pr after in the 5-tap path (at most
+     * T + 8 rows) | y] */
     const VI one = (VI)((VF){0} + 1.0f), signbit = (VI){0} + (int32_t)0x80000000;
     const int fast = op->thr ? 0 : BK_FN(bk_fast_chain)(op);
     const BK_FN(bk_fastc) fc = BK_FN(bk_fastc_make)(op, fast, slots);
+    const int five = fast && (C & 15) == 0 && op->kw == 5 && op->pl + op->pr <= 8;
+    float *Sp = (float *)(void *)scr;
+    float *S = five ? Sp + op->pl * Cp : Sp;
+    float *y = (float *)(void *)(scr + BK_ALIGN((size_t)((T + 8) * Cp) * 4));
+    if (five) {
+        memset(Sp, 0, (size_t)(op->pl * Cp) * 4);
+        memset(S + T * Cp, 0, (size_t)(op->pr * Cp) * 4);
+    }
     for (int64_t t = 0; t < T; ++t) {
         float *restrict st = S + t * Cp;
         const float *s = x + t * op->in_sw;
@@ -857,6 +865,63 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     const int32_t *const thr = op->thr;
     const float *const mult = op->mult, *const offs = op->offs;
     const int bits_out = op->bits_out;
+    if (five) {
+        /* the DFSMN memory (5 taps), the common chain, channels contiguous: signs staged with pl
+         * rows of +0.0 before and pr after, so a padded tap adds +-0.0 (exactly nothing: the
+         * sum starts at +0.0 and the valid taps' +-1 are exact) and every frame takes all five
+         * taps unrolled; 16 channels at a time through every frame, the taps' weight masks and
+         * the chain's parameters in registers (the same float values and operations as below) */
+        const int32_t *restrict wmr = (const int32_t *)(const void *)wm;
+        const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
+        const int pc = fc.pc, mode = fast;
+        for (int64_t c = 0; c < C; c += 16) {
+            VI w0[BK_VN], w1[BK_VN], w2[BK_VN], w3[BK_VN], w4[BK_VN];
+            VF m[BK_VN], f[BK_VN], a[BK_VN];
+            for (int u = 0; u < BK_VN; ++u) {
+                const int64_t cu = c + u * BK_VW;
+                BK_LOADV(w0[u], wmr + cu);
+                BK_LOADV(w1[u], wmr + Cp + cu);
+                BK_LOADV(w2[u], wmr + 2 * Cp + cu);
+                BK_LOADV(w3[u], wmr + 3 * Cp + cu);
+                BK_LOADV(w4[u], wmr + 4 * Cp + cu);
+                BK_LOADV(m[u], mult + cu);
+                BK_LOADV(f[u], offs + cu);
+                a[u] = (VF){0} + fc.a0;
+                if (mode >= 2 && pc) BK_LOADV(a[u], fc.a + cu);
+            }
+            for (int64_t t = 0; t < Wo; ++t) {
+                const float *s0 = Sp + (t * sw) * Cp + c; /* padded row t * sw + j * dw - pl + pl */
+                const int64_t ds = dw * Cp;
+                for (int u = 0; u < BK_VN; ++u) {
+                    VI x0, x1, x2, x3, x4;
+                    BK_LOADV(x0, s0 + u * BK_VW);
+                    BK_LOADV(x1, s0 + ds + u * BK_VW);
+                    BK_LOADV(x2, s0 + 2 * ds + u * BK_VW);
+                    BK_LOADV(x3, s0 + 3 * ds + u * BK_VW);
+                    BK_LOADV(x4, s0 + 4 * ds + u * BK_VW);
+                    VF d = (VF){0};
+                    d = d + (VF)(x0 ^ w0[u]);
+                    d = d + (VF)(x1 ^ w1[u]);
+                    d = d + (VF)(x2 ^ w2[u]);
+                    d = d + (VF)(x3 ^ w3[u]);
+                    d = d + (VF)(x4 ^ w4[u]);
+                    VF v = m[u] * d + f[u];
+                    if (mode >= 2) {
+                        const VF neg = a[u] * v;
+                        const VI ge = v >= (VF){0};
+                        v = (VF)((ge & (VI)v) | (~ge & (VI)neg));
+                    }
+                    if (mode == 3) {
+                        VF rv;
+                        BK_LOADV(rv, rr + t * out_sw + c + u * BK_VW);
+                        v = v + rv;
+                    }
+                    memcpy(out + t * out_sw + c + u * BK_VW, &v, sizeof(v));
+                }
+            }
+        }
+        return;
+    }
     if (fast && (C & 15) == 0) {
         /* the common chain (transform, then none / prelu / prelu + add), channels contiguous:
          * one vector of channels at a time through every valid tap, the chain in registers
