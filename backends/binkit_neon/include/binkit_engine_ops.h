@@ -769,6 +769,47 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
     const int32_t *const base = op->base, *const pat = op->pat, *const thr = op->thr;
     const float *const mult = op->mult, *const offs = op->offs;
     const int64_t Ho = op->Ho, Wo = op->Wo, out_sh = op->out_sh, out_sw = op->out_sw;
+    if (fast && !pat && !thr && O16 == O) {
+        /* one base row (no padding patterns), the float transform and the common chain: 16
+         * channels at a time through every position, their parameters in registers (the same
+         * float operations as the loop below) */
+        const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
+        const int pc = fc.pc, mode = fast;
+        for (int64_t o = 0; o < O; o += 16) {
+            VI bv[BK_VN];
+            VF m[BK_VN], f[BK_VN], a[BK_VN];
+            for (int u = 0; u < BK_VN; ++u) {
+                BK_LOADV(bv[u], base + o + u * BK_VW);
+                BK_LOADV(m[u], mult + o + u * BK_VW);
+                BK_LOADV(f[u], offs + o + u * BK_VW);
+                a[u] = (VF){0} + fc.a0;
+                if (mode >= 2 && pc) BK_LOADV(a[u], fc.a + o + u * BK_VW);
+            }
+            for (int64_t oy = 0; oy < Ho; ++oy)
+                for (int64_t ox = 0; ox < Wo; ++ox) {
+                    const int32_t *c = cnt + (oy * Wo + ox) * ldc + o;
+                    const int64_t off = oy * out_sh + ox * out_sw + o;
+                    for (int u = 0; u < BK_VN; ++u) {
+                        VI cv;
+                        BK_LOADV(cv, c + u * BK_VW);
+                        const VI d = bv[u] - (cv + cv);
+                        VF v = m[u] * __builtin_convertvector(d, VF) + f[u];
+                        if (mode >= 2) {
+                            const VF neg = a[u] * v;
+                            const VI ge = v >= (VF){0};
+                            v = (VF)((ge & (VI)v) | (~ge & (VI)neg));
+                        }
+                        if (mode == 3) {
+                            VF rv;
+                            BK_LOADV(rv, rr + off + u * BK_VW);
+                            v = v + rv;
+                        }
+                        memcpy(out + off + u * BK_VW, &v, sizeof(v));
+                    }
+                }
+        }
+        return;
+    }
     for (int64_t oy = 0; oy < Ho; ++oy)
         for (int64_t ox = 0; ox < Wo; ++ox) {
             const int64_t p = oy * Wo + ox;
