@@ -298,6 +298,7 @@ def _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume) -> Tra
         torch.set_num_threads(t.num_threads)
     device = ctx.device
     started = time.perf_counter()
+    resumed_seconds = 0.0
 
     if data is None:
         data = resolved.dataset.factory(resolved.dataset_params, spec.features)
@@ -354,6 +355,7 @@ def _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume) -> Tra
             selector.best_acc, selector.best_epoch = state["best_acc"], state["best_epoch"]
             best_state = state["best_model"]
             start_epoch = state["epoch"]
+            resumed_seconds = sum(h.seconds for h in history)  # training time before the resume
             _set_rng_state(state["rng"])
     log = _RunLog(out, progress, t.tensorboard, ctx.is_main)
     if out is not None and ctx.is_main:
@@ -460,7 +462,7 @@ def _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume) -> Tra
     test = ctx.broadcast_object(test)
     val_best = history[best_epoch - 1].val_acc if history else {}
     result = TrainResult(model, list(data.labels), history, best_epoch, test, val_best,
-                         time.perf_counter() - started, out, {"views": [_key(v) for v in views]})
+                         time.perf_counter() - started + resumed_seconds, out, {"views": [_key(v) for v in views]})
     if out is not None and ctx.is_main:
         _save_model(out / "model.pt", spec_toml, data, model.state_dict(),
                     {"best_epoch": best_epoch, "val_acc": val_best, "test_acc": test})

@@ -79,6 +79,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     b = json.loads((killed / "result.json").read_text())
     assert (a["test_acc"], a["val_acc"], a["best_epoch"]) == (b["test_acc"], b["val_acc"], b["best_epoch"])
     assert "resuming after epoch" in (killed / "train.log").read_text()
+    # wall time counts the epochs before the kill too (not only the resumed process)
+    epochs = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert b["seconds"] >= sum(e["seconds"] for e in epochs)
 
 
 def test_resume_with_a_different_spec_is_refused(tmp_path):
