@@ -469,45 +469,29 @@ def _bconv(nd: int) -> Callable:
     return check
 
 
-def _bdwconv1d(where, op, shapes, tensors):
-    (shape,) = shapes
-    _rank(where, shape, 2, "(channels, T)")
-    a = op["attrs"]
-    c = _int(where, a, "in_channels", 1, 1 << 20)
-    if c != shape[0]:
-        raise ArtifactError(f"{where}: in_channels={c} but the input has {shape[0]} channels")
-    (k,) = _ints(where, a, "kernel_size", 1, 1)
-    (s,) = _ints(where, a, "stride", 1, 1)
-    (d,) = _ints(where, a, "dilation", 1, 1)
-    (pad,) = _pads(where, a, 1)
-    planes = _plane_counts(where, op)
-    _packed_weight(where, op, tensors, planes[0], (k, num_words(c)))
-    _check_padding_bits(where, op["tensors"]["weight"], tensors[op["tensors"]["weight"]], c)
-    _plane_tensors(where, op, tensors, planes, c)
-    _binary_output(where, op, tensors, c)
-    return (c, _conv_out(where, shape[1], k, s, pad, d))
-
-
-def _bdwconv2d(where, op, shapes, tensors):
-    (shape,) = shapes
-    _rank(where, shape, 3, "(channels, H, W)")
-    a = op["attrs"]
-    c = _int(where, a, "in_channels", 1, 1 << 20)
-    if c != shape[0]:
-        raise ArtifactError(f"{where}: in_channels={c} but the input has {shape[0]} channels")
-    ks = _ints(where, a, "kernel_size", 2, 1)
-    stride = _ints(where, a, "stride", 2, 1)
-    dil = _ints(where, a, "dilation", 2, 1)
-    pads = _pads(where, a, 2)
-    planes = _plane_counts(where, op)
-    if planes != (1, 1):
-        raise ArtifactError(f"{where}: bdwconv2d runs one plane only (weight_planes = input_planes = 1), got "
-                            f"{planes[0]} and {planes[1]}")
-    _packed_weight(where, op, tensors, 1, (*ks, num_words(c)))
-    _check_padding_bits(where, op["tensors"]["weight"], tensors[op["tensors"]["weight"]], c)
-    _plane_tensors(where, op, tensors, planes, c)
-    _binary_output(where, op, tensors, c)
-    return (c, *(_conv_out(where, shape[1 + i], ks[i], stride[i], pads[i], dil[i]) for i in range(2)))
+def _bdwconv(nd: int) -> Callable:
+    """Binary depthwise conv checker; the 2-D op runs one plane only."""
+    def check(where, op, shapes, tensors):
+        (shape,) = shapes
+        _rank(where, shape, nd + 1, "(channels, " + ("H, W" if nd == 2 else "T") + ")")
+        a = op["attrs"]
+        c = _int(where, a, "in_channels", 1, 1 << 20)
+        if c != shape[0]:
+            raise ArtifactError(f"{where}: in_channels={c} but the input has {shape[0]} channels")
+        ks = _ints(where, a, "kernel_size", nd, 1)
+        stride = _ints(where, a, "stride", nd, 1)
+        dil = _ints(where, a, "dilation", nd, 1)
+        pads = _pads(where, a, nd)
+        planes = _plane_counts(where, op)
+        if nd == 2 and planes != (1, 1):
+            raise ArtifactError(f"{where}: bdwconv2d runs one plane only (weight_planes = input_planes = 1), got "
+                                f"{planes[0]} and {planes[1]}")
+        _packed_weight(where, op, tensors, planes[0], (*ks, num_words(c)))
+        _check_padding_bits(where, op["tensors"]["weight"], tensors[op["tensors"]["weight"]], c)
+        _plane_tensors(where, op, tensors, planes, c)
+        _binary_output(where, op, tensors, c)
+        return (c, *(_conv_out(where, shape[1 + i], ks[i], stride[i], pads[i], dil[i]) for i in range(nd)))
+    return check
 
 
 def _avgpool2d(where, op, shapes, tensors):
@@ -624,8 +608,8 @@ OPS: dict[str, tuple[int, frozenset[str], Callable]] = {
     "linear_fp": (1, frozenset({"weight", "bias"}), _linear_fp),
     "bconv2d": (1, _BINARY_ROLES, _bconv(2)),
     "bconv1d": (1, _BINARY_ROLES, _bconv(1)),
-    "bdwconv1d": (1, _BINARY_ROLES, _bdwconv1d),
-    "bdwconv2d": (1, _BINARY_ROLES, _bdwconv2d),
+    "bdwconv1d": (1, _BINARY_ROLES, _bdwconv(1)),
+    "bdwconv2d": (1, _BINARY_ROLES, _bdwconv(2)),
     "blinear": (1, _BINARY_ROLES, _blinear),
     "affine": (1, frozenset({"multiplier", "offset"}), _affine),
     "prelu": (1, frozenset({"slope"}), _prelu),

@@ -866,6 +866,59 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
 
 /* ---- binary depthwise 1-D conv --------------------------------------------------------------- */
 
+/* Channels c0..c0+15 of one output position of a depthwise op, their exact dots in v: for a full
+ * chunk (c0 + 16 <= C16) the output transform (sign threshold or m * dot + f) and then, unless the
+ * op packs bits, the post-ops and the store in registers (fast: the hoisted common chain); the
+ * channel tail and packed-bit outputs go to y for bk_dw_tail. */
+BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_dw_chunk16)(
+    const bk_op *op, const VF d[BK_VN], int64_t c0, int64_t C16, float *y, int fast, const BK_FN(bk_fastc) *fc,
+    float *const *slots, float *out, int64_t off) {
+    const VI one = (VI)((VF){0} + 1.0f), signbit = (VI){0} + (int32_t)0x80000000;
+    VF vv[BK_VN];
+    for (int u = 0; u < BK_VN; ++u) {
+        VF v = d[u];
+        if (c0 + 16 <= C16) {
+            if (op->thr) {
+                VI tv;
+                BK_LOADV(tv, op->thr + c0 + u * BK_VW);
+                const VI ge = v >= __builtin_convertvector(tv, VF);
+                v = (VF)(one | (~ge & signbit));
+            } else {
+                VF m, f;
+                BK_LOADV(m, op->mult + c0 + u * BK_VW);
+                BK_LOADV(f, op->offs + c0 + u * BK_VW);
+                v = m * v + f;
+            }
+        }
+        vv[u] = v;
+    }
+    if (c0 + 16 > C16 || op->bits_out) {
+        memcpy(y + c0, vv, 64);
+    } else if (fast) {
+        BK_FN(bk_fast16)(*fc, vv, c0, off, out);
+    } else { /* any chain, any output stride: in registers */
+        BK_FN(bk_post16)(op, vv, c0, slots, off, op->out_so);
+        BK_FN(bk_store16)(out + off + c0 * op->out_so, vv, op->out_so);
+    }
+}
+
+/* The rest of a depthwise op's output position `row` after its chunks: the scalar transform of
+ * the channel tail's exact dots in y, then the packed row (bits out: all C channels of y) or the
+ * tail's post-ops and store. */
+BK_ATTR static inline void BK_FN(bk_dw_tail)(const bk_op *op, float *y, int64_t C16, int64_t row, float *const *slots,
+                                              float *out, int64_t off) {
+    const int64_t C = op->C;
+    const int32_t *thr = op->thr;
+    for (int64_t ch = C16; ch < C; ++ch)
+        y[ch] = thr ? (y[ch] >= (float)thr[ch] ? 1.0f : -1.0f) : op->mult[ch] * y[ch] + op->offs[ch];
+    if (op->bits_out) {
+        BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + row * op->owords);
+        return;
+    }
+    BK_FN(bk_post_apply)(op, y + C16, C - C16, C16, 1, slots, off + C16 * op->out_so, op->out_so);
+    BK_FN(bk_store)(out + off + C16 * op->out_so, y + C16, C - C16, op->out_so);
+}
+
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, float *const *slots, uint8_t *scr) {
     /* Signs as floats +-1.0 (S), weights as sign-bit masks: S XOR mask = the product +-1, and
      * sums of a few +-1 are exact in float, so dot = sum over valid taps needs no counting. */
@@ -1046,47 +1099,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                         d[q][u] = d[q][u] + (VF)(sv ^ wv);
                     }
             }
-            for (int q = 0; q < 4; ++q) {
-                const int64_t c0 = c64 + q * 16;
-                VF vv[BK_VN];
-                for (int u = 0; u < BK_VN; ++u) {
-                    VF v = d[q][u];
-                    if (c0 + 16 <= C16) {
-                        if (thr) {
-                            VI tv;
-                            BK_LOADV(tv, thr + c0 + u * BK_VW);
-                            const VI ge = v >= __builtin_convertvector(tv, VF);
-                            v = (VF)(one | (~ge & signbit));
-                        } else {
-                            VF m, f;
-                            BK_LOADV(m, mult + c0 + u * BK_VW);
-                            BK_LOADV(f, offs + c0 + u * BK_VW);
-                            v = m * v + f;
-                        }
-                    }
-                    vv[u] = v;
-                }
-                if (c0 + 16 > C16 || bits_out) {
-                    memcpy(y + c0, vv, 64);
-                } else if (fast) {
-                    BK_FN(bk_fast16)(fc, vv, c0, off, out);
-                } else { /* any chain, any output stride: in registers */
-                    BK_FN(bk_post16)(op, vv, c0, slots, off, op->out_so);
-                    BK_FN(bk_store16)(out + off + c0 * op->out_so, vv, op->out_so);
-                }
-            }
+            for (int q = 0; q < 4; ++q)
+                BK_FN(bk_dw_chunk16)(op, d[q], c64 + q * 16, C16, y, fast, &fc, slots, out, off);
         }
-        if (!bits_out && C16 == C) continue;
-        /* channel tail: scalar transform of the exact dots */
-        for (int64_t ch = C16; ch < C; ++ch)
-            y[ch] = thr ? (y[ch] >= (float)thr[ch] ? 1.0f : -1.0f) : mult[ch] * y[ch] + offs[ch];
-        if (op->bits_out) {
-            BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + t * op->owords);
-            continue;
-        }
-        const int64_t c0 = C16; /* floats out: only the channel tail is left */
-        BK_FN(bk_post_apply)(op, y + c0, C - c0, c0, 1, slots, off + c0 * op->out_so, op->out_so);
-        BK_FN(bk_store)(out + off + c0 * op->out_so, y + c0, C - c0, op->out_so);
+        if (bits_out || C16 != C) BK_FN(bk_dw_tail)(op, y, C16, t, slots, out, off);
     }
 }
 
@@ -1168,44 +1184,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw2)(const bk_op *op,
                                 }
                         }
                     }
-                for (int q = 0; q < nq; ++q) {
-                    const int64_t c0 = c64 + q * 16;
-                    VF vv[BK_VN];
-                    for (int u = 0; u < BK_VN; ++u) {
-                        VF v = d[q][u];
-                        if (c0 + 16 <= C16) {
-                            if (thr) {
-                                VI tv;
-                                BK_LOADV(tv, thr + c0 + u * BK_VW);
-                                const VI ge = v >= __builtin_convertvector(tv, VF);
-                                v = (VF)(one | (~ge & signbit));
-                            } else {
-                                VF m, f;
-                                BK_LOADV(m, mult + c0 + u * BK_VW);
-                                BK_LOADV(f, offs + c0 + u * BK_VW);
-                                v = m * v + f;
-                            }
-                        }
-                        vv[u] = v;
-                    }
-                    if (c0 + 16 > C16 || bits_out) {
-                        memcpy(y + c0, vv, 64);
-                    } else { /* any chain, any output stride: in registers */
-                        BK_FN(bk_post16)(op, vv, c0, slots, off, op->out_so);
-                        BK_FN(bk_store16)(out + off + c0 * op->out_so, vv, op->out_so);
-                    }
-                }
+                for (int q = 0; q < nq; ++q)
+                    BK_FN(bk_dw_chunk16)(op, d[q], c64 + q * 16, C16, y, 0, NULL, slots, out, off);
             }
-            if (!bits_out && C16 == C) continue;
-            /* channel tail: scalar transform of the exact dots */
-            for (int64_t ch = C16; ch < C; ++ch)
-                y[ch] = thr ? (y[ch] >= (float)thr[ch] ? 1.0f : -1.0f) : mult[ch] * y[ch] + offs[ch];
-            if (bits_out) {
-                BK_PACK(y, (size_t)C, (uint64_t *)(void *)out + p * op->owords);
-                continue;
-            }
-            BK_FN(bk_post_apply)(op, y + C16, C - C16, C16, 1, slots, off + C16 * op->out_so, op->out_so);
-            BK_FN(bk_store)(out + off + C16 * op->out_so, y + C16, C - C16, op->out_so);
+            if (bits_out || C16 != C) BK_FN(bk_dw_tail)(op, y, C16, p, slots, out, off);
         }
     }
 }

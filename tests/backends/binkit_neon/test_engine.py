@@ -1,6 +1,6 @@
 """The compiled engine (backend "neon") against the numpy reference backend. Torch-free.
 
-Artifacts are written with ``save_artifact`` directly (as tests/runtime/test_artifact.py does), so
+Artifacts are written with ``save_artifact`` directly (through tests/artifact_builder.py), so
 this file also runs where torch is absent (the aarch64 qemu CI stage). They cover every op of the
 artifact op table, channel counts around the 64-bit word (1, 63, 64, 65, 130), stride, dilation,
 asymmetric padding (exact zeros: padded taps contribute 0), groups, float16 weights,
@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from artifact_builder import LABELS, ArtifactBuilder
 
-from binkit.runtime.artifact import load_artifact, save_artifact
+from binkit.runtime.artifact import load_artifact
 from binkit.runtime.bits import dot_pm1, pack_signs
 from binkit.runtime.reference import ReferenceProgram
 
@@ -39,34 +40,14 @@ CHANNELS = [1, 16, 63, 64, 65, 130]
 KERNELS = binkit_neon.available_kernels()
 QUICK = os.environ.get("BINKIT_ENGINE_QUICK") == "1"
 heavy = pytest.mark.skipif(QUICK, reason="BINKIT_ENGINE_QUICK=1 (emulated CI stage)")
-LABELS = ["a", "b", "c", "d", "e"]
 
 
-class _Builder:
-    """Collects tensors and ops of a hand-written artifact."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.tensors: dict[str, np.ndarray] = {}
-        self.ops: list[dict] = []
-
-    def op(self, kind: str, inputs: list[str], attrs: dict | None = None, **tensors: np.ndarray) -> str:
-        i = len(self.ops)
-        name = f"{kind}{i}"
-        refs = {}
-        for role, arr in tensors.items():
-            self.tensors[f"{name}.{role}"] = arr
-            refs[role] = f"{name}.{role}"
-        self.ops.append({"op": kind, "name": name, "inputs": inputs, "outputs": [name], "attrs": attrs or {},
-                         "tensors": refs})
-        return name
+class _Builder(ArtifactBuilder):
+    """The engine tests' artifacts: random packed weights, transforms and sign thresholds."""
 
     # tensors
     def packed(self, *shape: int) -> np.ndarray:
         return pack_signs(self.rng.standard_normal(shape))
-
-    def f32(self, *shape: int, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
-        return self.rng.uniform(lo, hi, shape).astype(np.float32)
 
     def transform(self, out: int) -> dict[str, np.ndarray]:
         return {"multiplier": self.f32(out, lo=0.02, hi=0.2) * np.where(self.rng.random(out) < 0.2, -1, 1).astype(np.float32),
@@ -79,12 +60,7 @@ class _Builder:
         return t.astype(dtype)
 
     def save(self, path, input_shape, views: dict[str, list[int]], outputs: dict[str, str]) -> str:
-        meta = {"producer": "test", "input": {"shape": list(input_shape), "dtype": "float32"},
-                "plan": {"ops": self.ops},
-                "views": {v: {"ops": ops, "output": outputs[v]} for v, ops in views.items()},
-                "default_view": next(iter(views)), "labels": LABELS, "frontend": None, "fallbacks": []}
-        save_artifact(path, self.tensors, meta)
-        return str(path)
+        return self.write(path, input_shape, {v: (ops, outputs[v]) for v, ops in views.items()})
 
 
 def _conv_attrs(stride, padding, dilation, **extra):

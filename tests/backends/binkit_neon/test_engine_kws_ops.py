@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 import pytest
+from artifact_builder import LABELS, ArtifactBuilder
 from kwsparts import IN_SHAPE, kws_ops_parts
 
 import binkit.runtime
@@ -40,7 +41,6 @@ KERNELS = binkit_neon.available_kernels()
 QUICK = os.environ.get("BINKIT_ENGINE_QUICK") == "1"
 heavy = pytest.mark.skipif(QUICK, reason="BINKIT_ENGINE_QUICK=1 (emulated CI stage)")
 KWS_FEATURES = {"bdwconv2d", "avgpool2d", "mean", "silu", "broadcast_add"}
-LABELS = ["a", "b", "c", "d", "e"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,26 +48,8 @@ LABELS = ["a", "b", "c", "d", "e"]
 # ---------------------------------------------------------------------------------------------
 
 
-class _Builder:
-    """Collects the tensors and ops of a hand-written artifact."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.tensors: dict[str, np.ndarray] = {}
-        self.ops: list[dict] = []
-
-    def op(self, kind: str, inputs: list[str], attrs: dict | None = None, **tensors: np.ndarray) -> str:
-        name = f"{kind}{len(self.ops)}"
-        refs = {}
-        for role, arr in tensors.items():
-            self.tensors[f"{name}.{role}"] = arr
-            refs[role] = f"{name}.{role}"
-        self.ops.append({"op": kind, "name": name, "inputs": inputs, "outputs": [name], "attrs": attrs or {},
-                         "tensors": refs})
-        return name
-
-    def f32(self, *shape: int, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
-        return self.rng.uniform(lo, hi, shape).astype(np.float32)
+class _Builder(ArtifactBuilder):
+    """The KWS ops' artifacts: depthwise 2-D convs, 1x1 binary convs, dyadic float convs."""
 
     def transform(self, out: int) -> dict[str, np.ndarray]:
         sign = np.where(self.rng.random(out) < 0.2, -1, 1).astype(np.float32)
@@ -99,12 +81,7 @@ class _Builder:
     def head(self, x: str, i: int) -> str:
         return self.op("linear_fp", [x], {"input_sign": False}, weight=self.f32(len(LABELS), i), bias=self.f32(len(LABELS)))
 
-    def save(self, path, input_shape, views: dict[str, tuple[list[int], str]]) -> str:
-        meta = {"producer": "test", "input": {"shape": list(input_shape), "dtype": "float32"},
-                "plan": {"ops": self.ops}, "views": {v: {"ops": ops, "output": out} for v, (ops, out) in views.items()},
-                "default_view": next(iter(views)), "labels": LABELS, "frontend": None, "fallbacks": []}
-        save_artifact(path, self.tensors, meta)
-        return str(path)
+    save = ArtifactBuilder.write
 
 
 def features(shape, batch: int, seed: int, dyadic: bool = False) -> np.ndarray:
