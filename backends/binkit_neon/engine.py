@@ -1031,9 +1031,13 @@ class _Planner:
                           pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(),
                           **self._plane_fields(op, npw, npi, c), **self._output_transform(op))
             return self._emit(pos, fields, val, out_name, out, True, 0)
+        # after the masks, the same signs as bytes (-1 for bit 1, else 0): the AVX-512 5-tap path
+        # (bk_dw5_i8) sums them in int8 lanes; cp is a multiple of 64, so they fill whole words
+        w8 = -(wm[0] >> np.uint32(31)).astype(np.int8)
+        wm = np.concatenate([wm.ravel(), np.ascontiguousarray(w8).view(np.uint32).ravel()])
         fields = dict(kind=_BDW, C=c, H=1, W=t, in_sc=st[0], in_sh=0, in_sw=st[1], O=c, Ho=1, Wo=to,
                       out_so=ost[0], out_sh=0, out_sw=ost[1], kh=1, kw=k, sh=1, sw=s, dh=1, dw=d,
-                      pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(), **self._output_transform(op))
+                      pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm, **self._output_transform(op))
         self._maybe_bits_out(fields, out_name, out, False, to)
         return self._emit(pos, fields, val, out_name, out, True, 0)
 

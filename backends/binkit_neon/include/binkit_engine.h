@@ -303,7 +303,9 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_PACK bk_pack_avx512
 #define BK_GTMASK16 bk_gtmask16_avx512
 #define BK_GATHERGT16 bk_gathergt16_avx512
+#define BK_DW5_I8 1
 #include "binkit_engine_ops.h"
+#undef BK_DW5_I8
 #endif
 
 #if BK_HAVE_NEON

@@ -919,6 +919,87 @@ BK_ATTR static inline void BK_FN(bk_dw_tail)(const bk_op *op, float *y, int64_t 
     BK_FN(bk_store)(out + off + C16 * op->out_so, y + C16, C - C16, op->out_so);
 }
 
+#ifdef BK_DW5_I8
+/* AVX-512 (BW) form of bk_op_bdw's 5-tap path for channels in whole 64s, contiguous input: 64
+ * channels per int8 vector.  Signs staged as bytes n = -1 (x < 0) or 0, with pl rows of 0 before
+ * and pr after; the weights' bytes w8 = -1 (bit 1) or 0 follow the sign-bit masks in op->wm.  Per
+ * tap, x XOR w is -1 exactly when the product is -1, so the five byte sums give s = -(negative
+ * products) in [-5, 0]; a padded tap read a 0 row, i.e. added w8, which is taken back, so s counts
+ * the valid taps only and dot = valid - 2 * count = valid + 2 * s.  That exact integer comes as a
+ * float from a 16-entry table indexed by s (low 4 bits), then the same float chain as the
+ * generic path (m * dot + f, prelu, add; multiply and add separately): the same bits. */
+BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out, uint8_t *scr,
+                                     const BK_FN(bk_fastc) *fcp) {
+    const BK_FN(bk_fastc) fc = *fcp;
+    const int64_t C = op->C, T = op->W, Cp = op->opad, pl = op->pl, pr = op->pr;
+    const int64_t Wo = op->Wo, sw = op->sw, dw = op->dw, out_sw = op->out_sw, in_sw = op->in_sw;
+    int8_t *S = (int8_t *)(void *)scr;
+    memset(S, 0, (size_t)(pl * Cp));
+    memset(S + (pl + T) * Cp, 0, (size_t)(pr * Cp));
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t t = 0; t < T; ++t) {
+        const float *s = x + t * in_sw;
+        int8_t *d = S + (pl + t) * Cp;
+        for (int64_t c = 0; c < C; c += 64) {
+            const __mmask64 k0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c), zero, _CMP_LT_OQ);
+            const __mmask64 k1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c + 16), zero, _CMP_LT_OQ);
+            const __mmask64 k2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c + 32), zero, _CMP_LT_OQ);
+            const __mmask64 k3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c + 48), zero, _CMP_LT_OQ);
+            _mm512_storeu_si512((void *)(d + c), _mm512_movm_epi8(k0 | (k1 << 16) | (k2 << 32) | (k3 << 48)));
+        }
+    }
+    const int8_t *w8 = (const int8_t *)(const void *)(op->wm + 5 * Cp);
+    /* 2 * s for s = table index as a signed 4-bit value (indices 11..15 -> -5..-1, 0 -> 0) */
+    const __m512 twice = _mm512_setr_ps(0.0f, 2.0f, 4.0f, 6.0f, 8.0f, 10.0f, 12.0f, 14.0f, -16.0f, -14.0f, -12.0f,
+                                        -10.0f, -8.0f, -6.0f, -4.0f, -2.0f);
+    const int mode = fc.mode, pc = fc.pc;
+    const float *rr = fc.r; /* may be the output itself (in place): loaded before the store */
+    const int64_t ds = dw * Cp;
+    int8_t tmp[64] __attribute__((aligned(64)));
+    for (int64_t c = 0; c < C; c += 64) {
+        __m512i w[5];
+        for (int j = 0; j < 5; ++j) w[j] = _mm512_loadu_si512((const void *)(w8 + j * Cp + c));
+        __m512 m[4], f[4], a[4];
+        for (int u = 0; u < 4; ++u) {
+            m[u] = _mm512_loadu_ps(op->mult + c + 16 * u);
+            f[u] = _mm512_loadu_ps(op->offs + c + 16 * u);
+            a[u] = _mm512_set1_ps(fc.a0);
+            if (mode >= 2 && pc) a[u] = _mm512_loadu_ps(fc.a + c + 16 * u);
+        }
+        for (int64_t t = 0; t < Wo; ++t) {
+            const int8_t *s0 = S + t * sw * Cp + c;
+            __m512i acc = _mm512_xor_si512(_mm512_loadu_si512((const void *)s0), w[0]);
+            acc = _mm512_add_epi8(acc, _mm512_xor_si512(_mm512_loadu_si512((const void *)(s0 + ds)), w[1]));
+            acc = _mm512_add_epi8(acc, _mm512_xor_si512(_mm512_loadu_si512((const void *)(s0 + 2 * ds)), w[2]));
+            acc = _mm512_add_epi8(acc, _mm512_xor_si512(_mm512_loadu_si512((const void *)(s0 + 3 * ds)), w[3]));
+            acc = _mm512_add_epi8(acc, _mm512_xor_si512(_mm512_loadu_si512((const void *)(s0 + 4 * ds)), w[4]));
+            int valid = 0;
+            for (int j = 0; j < 5; ++j) {
+                const int64_t r = t * sw + j * dw - pl;
+                if (r >= 0 && r < T)
+                    ++valid;
+                else
+                    acc = _mm512_sub_epi8(acc, w[j]);
+            }
+            const __m512 lut = _mm512_add_ps(_mm512_set1_ps((float)valid), twice);
+            _mm512_store_si512((void *)tmp, acc);
+            float *o = out + t * out_sw + c;
+            const float *r = rr + t * out_sw + c;
+            for (int u = 0; u < 4; ++u) {
+                const __m512i si = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(const void *)(tmp + 16 * u)));
+                __m512 v = _mm512_add_ps(_mm512_mul_ps(m[u], _mm512_permutexvar_ps(si, lut)), f[u]);
+                if (mode >= 2) {
+                    const __m512 neg = _mm512_mul_ps(a[u], v);
+                    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ), neg, v);
+                }
+                if (mode == 3) v = _mm512_add_ps(v, _mm512_loadu_ps(r + 16 * u));
+                _mm512_storeu_ps(o + 16 * u, v);
+            }
+        }
+    }
+}
+#endif
+
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, float *const *slots, uint8_t *scr) {
     /* Signs as floats +-1.0 (S), weights as sign-bit masks: S XOR mask = the product +-1, and
      * sums of a few +-1 are exact in float, so dot = sum over valid taps needs no counting. */
@@ -934,6 +1015,12 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     float *Sp = (float *)(void *)scr;
     float *S = five ? Sp + op->pl * Cp : Sp;
     float *y = (float *)(void *)(scr + BK_ALIGN((size_t)((T + 8) * Cp) * 4));
+#ifdef BK_DW5_I8
+    if (five && (C & 63) == 0 && op->in_sc == 1 && op->wplanes <= 1) {
+        BK_FN(bk_dw5_i8)(op, x, out, scr, &fc);
+        return;
+    }
+#endif
     if (five) {
         memset(Sp, 0, (size_t)(op->pl * Cp) * 4);
         memset(S + T * Cp, 0, (size_t)(op->pr * Cp) * 4);

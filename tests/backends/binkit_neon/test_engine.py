@@ -817,3 +817,53 @@ def test_linear_vectorised_over_inputs(tmp_path):
         assert [op.get("ivec", 0) for op in ops if op["kind"] == 1] == want, view
     for batch, seed in ((1, 41), (6, 42)):
         _check_all_kernels(art, batch, seed)
+
+
+# (stride, padding, dilation) of 5-tap memory convs; each keeps pl + pr <= 8 (the 5-tap path)
+MEMORY_GEOMETRIES = [(1, [2, 2], 1), (2, [3, 1], 1), (1, [4, 4], 2), (1, [0, 4], 1), (3, [4, 0], 1)]
+
+
+def build_memory_convs(path, c: int, t: int, seed: int = 23) -> str:
+    """(t, c) input, transposed to channels-contiguous (c, t) as in the DFSMN, then one view per
+    5-tap bdwconv1d geometry (MEMORY_GEOMETRIES) and chain: 'plain<i>' (the transform only),
+    'prelu<i>' (per-channel slopes, some negative) and, where the length is kept, 'res<i>' (a
+    shared negative slope, then the residual add, as in the DFSMN memory) -> transpose -> flatten
+    -> linear_fp."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    views = {}
+    for i, (s, pad, d) in enumerate(MEMORY_GEOMETRIES):
+        to = (t + sum(pad) - d * 4 - 1) // s + 1
+        if to < 1:
+            continue
+        for chain in ("plain", "prelu", "res") if to == t else ("plain", "prelu"):
+            first = len(b.ops)
+            src = b.op("transpose", ["input"], {"perm": [1, 0]})                          # (c, t)
+            x = b.op("bdwconv1d", [src], _bconv_attrs(c, [5], [s], [pad], [d]), weight=b.packed(5, c),
+                     **b.transform(c))
+            if chain == "prelu":
+                x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(c, lo=-0.5, hi=0.5))
+            elif chain == "res":
+                x = b.op("prelu", [x], {"axis": 0}, slope=np.array([-0.25], np.float32))
+                x = b.op("add", [x, src])
+            x = b.op("transpose", [x], {"perm": [1, 0]})
+            x = b.op("flatten", [x])
+            x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, to * c, lo=-0.2, hi=0.2), bias=b.f32(L))
+            views[f"{chain}{i}"] = (list(range(first, len(b.ops))), x)
+    return b.save(path, (t, c), {v: ops for v, (ops, _) in views.items()}, {v: out for v, (_, out) in views.items()})
+
+
+@pytest.mark.parametrize(("c", "t"), [(64, 8), (128, 8), (192, 3), (64, 1), (128, 13)])
+def test_memory_conv_int8_path_matches_reference_all_kernels(tmp_path, c, t):
+    """The AVX-512 5-tap memory conv in int8 lanes (channels in whole 64s, contiguous) gives the
+    generic path's bits in every geometry (stride, dilation, asymmetric padding, clips shorter than
+    the kernel: every valid-tap count) and chain, exact zeros included."""
+    from binkit_neon.engine import _Planner
+    art = load_artifact(build_memory_convs(tmp_path / f"mem{c}_{t}.bkm", c, t))
+    for view in art.views:
+        p = _Planner(art, view)
+        p.plan()
+        bdw = [op for op in p.finish()[0] if op["kind"] == 3]
+        assert len(bdw) == 1 and bdw[0]["in_sc"] == 1 and bdw[0]["kw"] == 5, view
+    for batch, seed in ((1, 31), (5, 32)):
+        _check_all_kernels(art, batch, seed)
