@@ -27,7 +27,9 @@ def _extensions():
                 depends=[str(h.relative_to(ROOT)) for h in sorted((pyx.parent / "include").glob("*.h"))],
                 # -ffp-contract=off: no FMA contraction, so the float code gives the same bits
                 # in every kernel variant (binkit_engine.h); -std=c11 already implies it on gcc.
+                # The float convs' explicit fused multiply-adds fall back to libm's fmaf.
                 extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off"],
+                libraries=["m"],
             )
         )
     if not exts:

@@ -63,7 +63,9 @@ Kernel variants (``binkit_neon.available_kernels()``): ``scalar``, ``popcnt``, `
 build). The default is the fastest the CPU supports; ``BINKIT_NEON_KERNEL=<name>`` or
 ``load(..., kernel=<name>)`` forces one, and forcing one the CPU lacks raises
 :class:`UnsupportedKernelError` instead of crashing. All variants give bitwise identical
-outputs.
+outputs: integer counts are exact, and the float convs and linear layers multiply-accumulate
+with fused multiply-adds (one rounding each, so the same in every variant: hardware FMA on
+AVX-512, AVX2 + FMA and aarch64 NEON, the C library's ``fmaf`` in the scalar and popcnt variants).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ ENV_KERNEL = "BINKIT_NEON_KERNEL"
 _ISA = {
     "scalar": "portable C (__builtin_popcountll)",
     "popcnt": "x86-64 POPCNT",
-    "avx2": "x86-64 AVX2 (vpshufb nibble popcount)",
+    "avx2": "x86-64 AVX2 + FMA (vpshufb nibble popcount)",
     "avx512": "x86-64 AVX-512 VPOPCNTDQ",
     "neon": "ARMv8 NEON (vcnt)",
 }

@@ -294,7 +294,9 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_PACK bk_pack_avx2
 #define BK_GTMASK16 bk_gtmask16_avx2
 #define BK_GATHERGT16 bk_gathergt16_avx2
+#define BK_FMA_AVX2 1
 #include "binkit_engine_ops.h"
+#undef BK_FMA_AVX2
 
 #define BK_V avx512
 #define BK_VBYTES 64
@@ -304,8 +306,10 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_GTMASK16 bk_gtmask16_avx512
 #define BK_GATHERGT16 bk_gathergt16_avx512
 #define BK_DW5_I8 1
+#define BK_FMA_AVX512 1
 #include "binkit_engine_ops.h"
 #undef BK_DW5_I8
+#undef BK_FMA_AVX512
 #endif
 
 #if BK_HAVE_NEON
@@ -315,7 +319,9 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_GEMM bk_gemm_neon
 #define BK_PACK bk_pack_neon
 #define BK_GTMASK16 bk_gtmask16_neon
+#define BK_FMA_NEON 1
 #include "binkit_engine_ops.h"
+#undef BK_FMA_NEON
 #endif
 
 typedef void (*bk_run_ops_fn)(const bk_plan *, float *const *, uint8_t *, double *);

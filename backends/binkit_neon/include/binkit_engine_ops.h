@@ -10,7 +10,9 @@
  *
  * Bitwise identity across variants: integer counts are exact; float code vectorises only
  * across independent outputs (channels), each output lane runs the same multiply and add
- * sequence in the same order, and the build disables FMA contraction (-ffp-contract=off).
+ * sequence in the same order, and the build disables FMA contraction (-ffp-contract=off): the
+ * only fused multiply-adds are the explicit ones of the float convs (bk_fma, correctly rounded in
+ * every variant).
  */
 
 #define BK_CAT2(a, b) a##_##b
@@ -246,6 +248,40 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_fast16)(const
 
 /* ---- float conv / linear ------------------------------------------------------------------ */
 
+/* w * x + acc rounded once (fused multiply-add) in every lane: the multiply-accumulate of the
+ * float convs and linear layers.  Correctly rounded by definition, so every variant gives the same
+ * bits however it gets there: AVX-512 and AVX2 (with FMA) by their FMA instructions, NEON on
+ * aarch64 by vfmaq_f32, the others (scalar, popcnt, NEON through SIMDe) by the C library's fmaf
+ * per lane (hardware FMA behind it where the CPU has one). */
+BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_fma)(VF w, VF x, VF acc) {
+#if defined(BK_FMA_AVX512)
+    return (VF)_mm512_fmadd_ps((__m512)w, (__m512)x, (__m512)acc);
+#elif defined(BK_FMA_AVX2)
+    return (VF)_mm256_fmadd_ps((__m256)w, (__m256)x, (__m256)acc);
+#elif defined(BK_FMA_NEON) && defined(__aarch64__)
+    return (VF)vfmaq_f32((float32x4_t)acc, (float32x4_t)w, (float32x4_t)x);
+#else
+    VF r;
+    for (int l = 0; l < BK_VW; ++l) r[l] = __builtin_fmaf(w[l], x[l], acc[l]);
+    return r;
+#endif
+}
+
+/* bk_fma with x = v in every lane */
+BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_fmas)(VF w, float v, VF acc) {
+#if defined(BK_FMA_AVX512)
+    const VF x = (VF)_mm512_set1_ps(v);
+#elif defined(BK_FMA_AVX2)
+    const VF x = (VF)_mm256_set1_ps(v);
+#elif defined(BK_FMA_NEON) && defined(__aarch64__)
+    const VF x = (VF)vdupq_n_f32(v);
+#else
+    VF x;
+    for (int l = 0; l < BK_VW; ++l) x[l] = v;
+#endif
+    return BK_FN(bk_fma)(w, x, acc);
+}
+
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *op, float *const *slots, uint8_t *scr) {
     const float *x = slots[op->in];
     float *out = slots[op->out];
@@ -301,7 +337,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                         for (int q = 0; q < 4; ++q) {
                             VF w;
                             BK_LOADV(w, w0 + q * Cv + i + u * BK_VW);
-                            acc[q][u] = acc[q][u] + w * xv;
+                            acc[q][u] = BK_FN(bk_fma)(w, xv, acc[q][u]);
                         }
                     }
                 }
@@ -390,10 +426,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                     BK_LOADV(w1, wp + opad + u * BK_VW);
                                     BK_LOADV(w2, wp + 2 * opad + u * BK_VW);
                                     BK_LOADV(w3, wp + 3 * opad + u * BK_VW);
-                                    s0[u] = s0[u] + w0 * v0;
-                                    s1[u] = s1[u] + w1 * v1;
-                                    s2[u] = s2[u] + w2 * v2;
-                                    s3[u] = s3[u] + w3 * v3;
+                                    s0[u] = BK_FN(bk_fmas)(w0, v0, s0[u]);
+                                    s1[u] = BK_FN(bk_fmas)(w1, v1, s1[u]);
+                                    s2[u] = BK_FN(bk_fmas)(w2, v2, s2[u]);
+                                    s3[u] = BK_FN(bk_fmas)(w3, v3, s3[u]);
                                 }
                             }
                             for (; c < cg; ++c) { /* k mod 4 = c - (cg & ~3) for the tail */
@@ -401,9 +437,9 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                 for (int u = 0; u < BK_VN; ++u) {
                                     VF w;
                                     BK_LOADV(w, wrow + c * opad + u * BK_VW);
-                                    if ((c & 3) == 0) s0[u] = s0[u] + w * v;
-                                    else if ((c & 3) == 1) s1[u] = s1[u] + w * v;
-                                    else s2[u] = s2[u] + w * v;
+                                    if ((c & 3) == 0) s0[u] = BK_FN(bk_fmas)(w, v, s0[u]);
+                                    else if ((c & 3) == 1) s1[u] = BK_FN(bk_fmas)(w, v, s1[u]);
+                                    else s2[u] = BK_FN(bk_fmas)(w, v, s2[u]);
                                 }
                             }
                         } else {
@@ -417,10 +453,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                             VF w;
                                             BK_LOADV(w, wrow + k * opad + u * BK_VW);
                                             const int r = (int)(k & 3);
-                                            if (r == 0) s0[u] = s0[u] + w * v;
-                                            else if (r == 1) s1[u] = s1[u] + w * v;
-                                            else if (r == 2) s2[u] = s2[u] + w * v;
-                                            else s3[u] = s3[u] + w * v;
+                                            if (r == 0) s0[u] = BK_FN(bk_fmas)(w, v, s0[u]);
+                                            else if (r == 1) s1[u] = BK_FN(bk_fmas)(w, v, s1[u]);
+                                            else if (r == 2) s2[u] = BK_FN(bk_fmas)(w, v, s2[u]);
+                                            else s3[u] = BK_FN(bk_fmas)(w, v, s3[u]);
                                         }
                                     }
                                 }
@@ -438,7 +474,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                     for (int u = 0; u < BK_VN; ++u) {
                                         VF w;
                                         BK_LOADV(w, wk + kx * opad + u * BK_VW);
-                                        for (int q = 0; q < BK_NPOS; ++q) acc[q][u] = acc[q][u] + w * spt[q * xs];
+                                        for (int q = 0; q < BK_NPOS; ++q) acc[q][u] = BK_FN(bk_fmas)(w, spt[q * xs], acc[q][u]);
                                     }
                                 }
                             }
@@ -454,7 +490,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                         for (int u = 0; u < BK_VN; ++u) {
                                             VF w;
                                             BK_LOADV(w, wk + kx * opad + u * BK_VW);
-                                            acc[q][u] = acc[q][u] + w * v;
+                                            acc[q][u] = BK_FN(bk_fmas)(w, v, acc[q][u]);
                                         }
                                     }
                                 }

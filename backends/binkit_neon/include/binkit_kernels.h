@@ -63,7 +63,7 @@
 enum { BK_SCALAR = 0, BK_POPCNT = 1, BK_AVX2 = 2, BK_AVX512 = 3, BK_NEON = 4, BK_NUM_VARIANTS = 5 };
 
 #define BK_TARGET_POPCNT __attribute__((target("popcnt")))
-#define BK_TARGET_AVX2 __attribute__((target("avx2,popcnt")))
+#define BK_TARGET_AVX2 __attribute__((target("avx2,fma,popcnt")))
 #define BK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,popcnt")))
 
 /* ============================================================================================
@@ -536,7 +536,7 @@ static inline int bk_variant_supported(int v) {
     case BK_POPCNT: __builtin_cpu_init(); return __builtin_cpu_supports("popcnt") ? 1 : 0;
     case BK_AVX2:
         __builtin_cpu_init();
-        return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) ? 1 : 0;
+        return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("popcnt")) ? 1 : 0;
     case BK_AVX512:
         __builtin_cpu_init();
         return (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

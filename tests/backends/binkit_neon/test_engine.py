@@ -867,3 +867,32 @@ def test_memory_conv_int8_path_matches_reference_all_kernels(tmp_path, c, t):
         assert len(bdw) == 1 and bdw[0]["in_sc"] == 1 and bdw[0]["kw"] == 5, view
     for batch, seed in ((1, 31), (5, 32)):
         _check_all_kernels(art, batch, seed)
+
+
+@pytest.mark.parametrize("t", [1, 7, 8, 13])
+def test_threshold_gemm_packed_rows_all_kernels(tmp_path, t):
+    """A 1x1 bconv1d with sign thresholds (128 and 192 channels: whole words) whose packed rows
+    feed a 1x1 bconv1d, for position counts on and off the GEMM's 4-row tiles: the same bits on
+    every kernel, equal to the reference."""
+    from binkit_neon.engine import _Planner
+    b = _Builder(29 + t)
+    L = len(LABELS)
+    views = {}
+    for o in (128, 192):
+        first = len(b.ops)
+        x = b.op("bconv1d", ["input"], _bconv_attrs(64, [1], [1], [[0, 0]], [1]), weight=b.packed(o, 1, 64),
+                 threshold=b.threshold(o, 64, np.int32))
+        x = b.op("bconv1d", [x], _bconv_attrs(o, [1], [1], [[0, 0]], [1]), weight=b.packed(32, 1, o),
+                 **b.transform(32))
+        x = b.op("flatten", [x])
+        x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 32 * t, lo=-0.2, hi=0.2), bias=b.f32(L))
+        views[f"o{o}"] = (list(range(first, len(b.ops))), x)
+    art = load_artifact(b.save(tmp_path / f"thr{t}.bkm", (64, t), {v: ops for v, (ops, _) in views.items()},
+                               {v: out for v, (_, out) in views.items()}))
+    for view in art.views:
+        p = _Planner(art, view)
+        p.plan()
+        ops = p.finish()[0]
+        assert ops[0]["kind"] == 2 and ops[0].get("bits_out") and ops[0].get("cthr") is not None, view
+    for batch, seed in ((1, 41), (6, 42)):
+        _check_all_kernels(art, batch, seed)
