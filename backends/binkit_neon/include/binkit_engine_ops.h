@@ -504,6 +504,15 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                         if (op->fthr) {
                             /* packed sign bits straight from the raw sums: the exact per-channel
                              * test the planner derived from bias + post-ops (same bits) */
+#ifdef BK_FMA_AVX512
+                            /* AVX-512: the two ordered compares straight into a 16-bit mask,
+                             * each under its channels' direction mask (the same bits) */
+                            const __mmask16 ltm = _mm512_test_epi32_mask(_mm512_loadu_si512((const void *)(op->flt + o)),
+                                                                         _mm512_set1_epi32(-1));
+                            const __m512 tv = _mm512_loadu_ps(op->fthr + o);
+                            const uint64_t m = (uint16_t)(_mm512_mask_cmp_ps_mask(ltm, (__m512)acc[q][0], tv, _CMP_LT_OQ) |
+                                                          _mm512_mask_cmp_ps_mask((__mmask16)~ltm, (__m512)acc[q][0], tv, _CMP_GE_OQ));
+#else
                             int32_t lm[16];
                             for (int u = 0; u < BK_VN; ++u) {
                                 VF tv;
@@ -515,6 +524,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                             }
                             static const int32_t zero16t[16] = {0};
                             const uint64_t m = BK_GTMASK16(zero16t, lm);
+#endif
                             const int64_t bit = (oy * Wo + ox0 + q) * op->O + o;
                             if (BK_BYTE_BITS) {
                                 const uint16_t h = (uint16_t)m;
