@@ -507,3 +507,21 @@ def test_bench_and_summary_of_a_kws_ops_artifact(tmp_path, capsys):
     assert main(["summary", str(path), "--no-latency"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if " dw " in f" {ln} " and "bdwconv2d" in ln)
     assert "yes" in line and "25,200" in line
+
+
+def test_time_blocks_alternates_and_settles_each_block():
+    """Blocks alternate between candidates; each block starts with untimed calls of its own
+    candidate (at least one, for settle_ns), so a block never times the aftermath of another."""
+    from binkit.bench.runner import time_blocks
+
+    log: list[str] = []
+    calls = {name: (lambda name=name: log.append(name)) for name in ("a", "b")}
+    times = time_blocks(calls, runs=7, warmup=2, block=3, settle_ns=0)
+    assert {k: len(v) for k, v in times.items()} == {"a": 7, "b": 7}
+    assert all(isinstance(ns, int) and ns >= 0 for v in times.values() for ns in v)
+    # warm-up, then blocks of 1 settle call + 3, 3, 1 timed calls, alternating
+    blocks = [1 + 3, 1 + 3, 1 + 1]
+    assert log == ["a", "a", "b", "b"] + [x for m in blocks for x in ["a"] * m + ["b"] * m]
+    log.clear()
+    time_blocks({"a": calls["a"]}, runs=2, warmup=0, block=2, settle_ns=2_000_000)
+    assert len(log) > 3  # the settle period repeats the call until 2 ms have passed

@@ -19,7 +19,11 @@ What is measured, for one artifact:
 Timing: warm-up calls first, then calls timed one by one with ``time.perf_counter_ns``. The
 candidates run in alternating blocks of :data:`BLOCK` calls, so a change in machine load hits all
 of them alike and ratios measured in one run are fair; each block keeps its caches warm, as a
-deployment running one model does. The numpy ``reference`` backend is slow: it gets
+deployment running one model does. Each block starts with :data:`SETTLE_NS` of untimed calls of
+its own candidate (at least one): after another candidate's heavy AVX-512 float work (PyTorch's
+convolutions) the core runs slower for about a millisecond (measured: engine calls 20-21 us for
+the first ~50 calls after a PyTorch block, then 16.3-16.7 us, as when the engine runs alone), and
+a block should time its candidate, not the one before it. The numpy ``reference`` backend is slow: it gets
 ``reference_runs`` calls and is timed after the others.
 
 Optional backend capabilities are found by duck typing (the core never imports a plugin by name):
@@ -56,6 +60,7 @@ from binkit.runtime.artifact import Artifact, load_artifact
 
 __all__ = [
     "BLOCK",
+    "SETTLE_NS",
     "BenchError",
     "BenchOptions",
     "TARGET_PEAK_FRACTION",
@@ -72,6 +77,8 @@ __all__ = [
 
 #: Calls per block when candidates alternate (see the module docstring).
 BLOCK = 50
+#: Untimed calls of a block's own candidate before its timed calls, in nanoseconds (at least one).
+SETTLE_NS = 5_000_000
 #: Issue 5 targets.
 TARGET_SPEEDUP_VS_ORT = 25.0
 TARGET_PEAK_FRACTION = 0.5
@@ -208,8 +215,10 @@ def _stats(ns: list[int]) -> dict[str, float]:
             "min_ms": float(a.min()), "runs": int(a.size)}
 
 
-def time_blocks(calls: dict[str, Callable[[], Any]], runs: int, warmup: int, block: int = BLOCK) -> dict[str, list[int]]:
-    """Time every callable ``runs`` times (ns per call), alternating blocks of ``block`` calls."""
+def time_blocks(calls: dict[str, Callable[[], Any]], runs: int, warmup: int, block: int = BLOCK,
+                settle_ns: int = SETTLE_NS) -> dict[str, list[int]]:
+    """Time every callable ``runs`` times (ns per call), alternating blocks of ``block`` calls,
+    each block after at least one and for at least ``settle_ns`` of untimed calls of its own."""
     for fn in calls.values():
         for _ in range(warmup):
             fn()
@@ -218,6 +227,12 @@ def time_blocks(calls: dict[str, Callable[[], Any]], runs: int, warmup: int, blo
     while any(len(t) < runs for t in times.values()):
         for name, fn in calls.items():
             t = times[name]
+            if len(t) >= runs:
+                continue
+            start = clock()
+            fn()
+            while clock() - start < settle_ns:
+                fn()
             for _ in range(min(block, runs - len(t))):
                 t0 = clock()
                 fn()
@@ -572,7 +587,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                      "views": list(artifact.views), "full_view": full, "fallbacks": artifact.fallbacks},
         "machine": machine_info(with_torch=opts.torch),
         "settings": {"runs": opts.runs, "reference_runs": opts.reference_runs, "warmup": opts.warmup,
-                     "block": BLOCK, "batch": opts.batch, "throughput_runs": opts.throughput_runs,
+                     "block": BLOCK, "settle_ms": SETTLE_NS / 1e6, "batch": opts.batch, "throughput_runs": opts.throughput_runs,
                      "profile_repeats": opts.profile_repeats, "threads": 1, "kernel": opts.kernel,
                      "seed": opts.seed,
                      "thread_env": {k: os.environ.get(k) for k in THREAD_ENV}},
@@ -747,7 +762,7 @@ def _header(res: dict[str, Any]) -> list[str]:
         f"one thread everywhere (the engine is single-threaded; torch.set_num_threads(1); ONNX Runtime intra/inter "
         f"op threads 1, sequential; {', '.join(k for k in THREAD_ENV if s['thread_env'].get(k) == '1') or 'no'} = 1); "
         f"batch-1 latency over {s['runs']} runs after {s['warmup']} warm-up runs, candidates alternating in blocks "
-        f"of {s['block']}; throughput at batch {s['batch']}; features precomputed (front-end timed separately)",
+        f"of {s['block']}, each after {s.get('settle_ms', 0):g} ms of untimed calls of its own; throughput at batch {s['batch']}; features precomputed (front-end timed separately)",
     ]
     return lines
 
