@@ -51,6 +51,8 @@ cdef extern from "binkit_engine.h" nogil:
         const int32_t *gthr
         const uint64_t *ginv
         int64_t grows
+        const int32_t *tpos
+        const int32_t *tthr
         const float *wf
         const float *bias
         const float *fthr
@@ -189,7 +191,7 @@ cdef class Plan:
             op.ivec = d.get("ivec", 0)
             op.wplanes = d.get("wplanes", 1)
             op.iplanes = d.get("iplanes", 1)
-            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "wf", "bias", "fthr", "flt", "wm", "idx",
+            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "tpos", "tthr", "wf", "bias", "fthr", "flt", "wm", "idx",
                         "iscale", "wscale"):
                 if d.get(key) is not None:
                     self.keep.append(d[key])
@@ -209,6 +211,8 @@ cdef class Plan:
             op.cthr = _iptr(d.get("cthr"))
             op.gsrc = _iptr(d.get("gsrc"))
             op.gthr = _iptr(d.get("gthr"))
+            op.tpos = _iptr(d.get("tpos"))
+            op.tthr = _iptr(d.get("tthr"))
             op.mult = _fptr(d.get("mult"))
             op.offs = _fptr(d.get("offs"))
             op.wf = _fptr(d.get("wf"))

@@ -613,6 +613,13 @@ class _Planner:
                  gthr=np.ascontiguousarray(gthr.astype(np.int32).ravel()),
                  ginv=np.packbits(ginv, axis=-1, bitorder="little").view("<u8").astype(np.uint64).ravel(),
                  post=[])
+        if feats == 8 * o and ldc == o and feats % 64 == 0:
+            # byte c of row r = channel c at 8 positions (bit j): the AVX-512 transposing epilogue
+            pos8, ch8 = p_.reshape(rows, o, 8), c_.reshape(rows, o, 8)
+            if (ch8 == np.arange(o)[None, :, None]).all() and (pos8 == pos8[:, :1, :]).all():
+                f.update(tpos=np.ascontiguousarray(pos8[:, 0, :].astype(np.int32).ravel()),
+                         tthr=np.ascontiguousarray(
+                             gthr[:, :feats].reshape(rows, o, 8).transpose(0, 2, 1).astype(np.int32).ravel()))
         prod.post_vbs = []
         self.vb_floats[val.vb] = max(self.vb_floats[val.vb], rows * owords * 2)
         self.vals[name] = _Val(val.shape, val.vb, None, None, True)

@@ -127,6 +127,12 @@ typedef struct {
                                         of ginv[w], cnt being the GEMM counts [position][nb * 8] */
     const uint64_t *ginv;
     int64_t grows;
+    const int32_t *tpos, *tthr;      /* or NULL; set when that bit order is "byte c of row r = channel c at
+                                        the 8 positions tpos[8 r + j], bit j" (a reshape (C * 8, W) +
+                                        transpose after an 8-row conv, the DFSMN front-end): tthr
+                                        [grows][8][O] = gthr in that order; the AVX-512 variant then keeps
+                                        the counts of 8 positions x 8 channels in registers and transposes
+                                        their compare masks into bytes (the same bits as the gather) */
     const float *wf, *bias;          /* CONV_FP: weights [groups][C/groups*kh*kw][opad], bias [O] */
     const float *fthr;               /* CONV_FP with bits_out, or NULL: the sign bit of channel o as an exact
                                         test on the raw sum (before bias and post-ops): bit 1 iff

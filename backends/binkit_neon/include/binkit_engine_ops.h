@@ -722,6 +722,49 @@ BK_ATTR static inline __attribute__((always_inline)) const uint64_t *BK_FN(bk_bc
     return A;
 }
 
+#ifdef BK_DW5_I8
+/* AVX-512: a BCONV writing its consumer's rows in the tpos/tthr order (binkit_engine.h): per
+ * output row r and block of 8 channels, the counts of the row's 8 positions stay in registers
+ * (8 accumulators sharing each weight load), each compare mask (count > threshold, 8 channels)
+ * sets bit j of its channels' lanes, and the lanes narrow to the 8 bytes of the row; XOR ginv as
+ * in the gather.  The same counts and tests as GEMM + gather: the same bits. */
+BK_ATTR static void BK_FN(bk_bconv_trans8)(const bk_op *op, const uint64_t *A, size_t lda, uint64_t *out) {
+    const int64_t rows = op->grows, nb = op->nb, O = op->O, owords = op->owords;
+    const size_t K = lda;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int32_t *pp = op->tpos + r * 8;
+        const uint64_t *a0 = A + pp[0] * lda, *a1 = A + pp[1] * lda, *a2 = A + pp[2] * lda, *a3 = A + pp[3] * lda;
+        const uint64_t *a4 = A + pp[4] * lda, *a5 = A + pp[5] * lda, *a6 = A + pp[6] * lda, *a7 = A + pp[7] * lda;
+        for (int64_t ob = 0; ob < nb; ++ob) {
+            const uint64_t *w = op->wb + ob * (int64_t)K * 8;
+            __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+            for (size_t k = 0; k < K; ++k) {
+                const __m512i wv = _mm512_loadu_si512((const void *)(w + k * 8));
+                c0 = _mm512_add_epi64(c0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a0[k]), wv)));
+                c1 = _mm512_add_epi64(c1, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a1[k]), wv)));
+                c2 = _mm512_add_epi64(c2, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a2[k]), wv)));
+                c3 = _mm512_add_epi64(c3, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a3[k]), wv)));
+                c4 = _mm512_add_epi64(c4, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a4[k]), wv)));
+                c5 = _mm512_add_epi64(c5, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a5[k]), wv)));
+                c6 = _mm512_add_epi64(c6, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a6[k]), wv)));
+                c7 = _mm512_add_epi64(c7, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a7[k]), wv)));
+            }
+            const int32_t *t = op->tthr + r * 8 * O + ob * 8;
+#define BK_T8(j, c)                                                                                                  \
+    res = _mm512_mask_or_epi64(res, _mm512_cmpgt_epi64_mask(c, _mm512_cvtepi32_epi64(_mm256_loadu_si256(          \
+                                                                   (const __m256i *)(const void *)(t + (j) * O)))), \
+                               res, _mm512_set1_epi64(1LL << (j)))
+            __m512i res = _mm512_setzero_si512();
+            BK_T8(0, c0); BK_T8(1, c1); BK_T8(2, c2); BK_T8(3, c3);
+            BK_T8(4, c4); BK_T8(5, c5); BK_T8(6, c6); BK_T8(7, c7);
+#undef BK_T8
+            const uint64_t bytes = (uint64_t)_mm_cvtsi128_si64(_mm512_cvtepi64_epi8(res));
+            out[r * owords + ob] = bytes ^ op->ginv[r * owords + ob];
+        }
+    }
+}
+#endif
+
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op, float *const *slots, uint8_t *scr) {
     float *out = slots[op->out];
     const int64_t P = op->Ho * op->Wo, ldc = op->nb * 8;
@@ -737,6 +780,12 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
     const uint64_t *A = BK_FN(bk_bconv_rows)(op, slots[op->in], grid, col,
                                              (uint64_t *)(void *)((uint8_t *)y + BK_ALIGN((size_t)(op->nb * 8) * 4)), &lda);
 
+#ifdef BK_DW5_I8
+    if (op->tpos) {
+        BK_FN(bk_bconv_trans8)(op, A, lda, (uint64_t *)(void *)out);
+        return;
+    }
+#endif
     /* 3. counts */
     BK_GEMM(A, lda, (size_t)P, op->wb, lda, (size_t)op->nb, cnt, (size_t)ldc);
 

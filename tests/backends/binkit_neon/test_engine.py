@@ -896,3 +896,33 @@ def test_threshold_gemm_packed_rows_all_kernels(tmp_path, t):
         assert ops[0]["kind"] == 2 and ops[0].get("bits_out") and ops[0].get("cthr") is not None, view
     for batch, seed in ((1, 41), (6, 42)):
         _check_all_kernels(art, batch, seed)
+
+
+@pytest.mark.parametrize("o", [8, 32, 12])
+def test_conv_writes_transposed_front_end_rows_all_kernels(tmp_path, o):
+    """The DFSMN front-end's hand-over: bconv2d 16 -> o (5x5, stride 2, padding 2: 9 padding
+    patterns) on 16x16 -> (o, 8, 8) -> prelu (some slopes negative, one channel inverted by a
+    negative multiplier) -> reshape (8 o, 8) -> transpose -> blinear. With whole words (o = 8, 32)
+    the planner marks the transposed byte order (AVX-512 keeps 8 positions' counts in registers);
+    o = 12 keeps the gather. The same bits on every kernel, equal to the reference."""
+    from binkit_neon.engine import _Planner
+    b = _Builder(53 + o)
+    L = len(LABELS)
+    t = b.transform(o)
+    t["multiplier"][1] = -abs(t["multiplier"][1])
+    x = b.op("bconv2d", ["input"], _bconv_attrs(16, [5, 5], [2, 2], [[2, 2], [2, 2]], [1, 1]),
+             weight=b.packed(o, 5, 5, 16), **t)                                            # (o, 8, 8)
+    x = b.op("prelu", [x], {"axis": 0}, slope=np.where(np.arange(o) % 3 == 0, -0.3, 0.2).astype(np.float32))
+    x = b.op("reshape", [x], {"shape": [8 * o, 8]})
+    x = b.op("transpose", [x], {"perm": [1, 0]})                                          # (8, 8 o)
+    x = b.op("blinear", [x], {"in_features": 8 * o}, weight=b.packed(24, 8 * o), **b.transform(24))
+    x = b.op("flatten", [x])
+    x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 192, lo=-0.2, hi=0.2), bias=b.f32(L))
+    art = load_artifact(b.save(tmp_path / f"front{o}.bkm", (16, 16, 16), {"v": list(range(len(b.ops)))}, {"v": x}))
+    p = _Planner(art, "v")
+    p.plan()
+    ops = p.finish()[0]
+    assert ops[0]["kind"] == 2 and ops[0].get("gsrc") is not None
+    assert (ops[0].get("tpos") is not None) == (o % 8 == 0)
+    for batch, seed in ((1, 61), (7, 62)):
+        _check_all_kernels(art, batch, seed)
