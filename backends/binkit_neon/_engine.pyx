@@ -83,6 +83,7 @@ cdef extern from "binkit_engine.h" nogil:
     void bk_plan_release(bk_plan *plan)
     int bk_run(bk_plan *plan, int variant, const float *x, int64_t batch, float *y, double *prof)
     double bk_popcount_peak(int variant, double seconds)
+    double bk_clock_overhead(int n)
     void bk_multiplane(int variant, const uint64_t *a, int64_t pa, const double *sa,
                        const uint64_t *wb, int64_t pw, const double *tw, int64_t M,
                        int64_t O, int64_t K, int32_t *cnt, double *out)
@@ -109,6 +110,14 @@ def variant_supported(int v):
 
 def best_variant():
     return bk_best_variant()
+
+
+def clock_overhead(int n=2001):
+    """Seconds the profiler's clock reads add to each timed op (median of n empty intervals)."""
+    cdef double r
+    with nogil:
+        r = bk_clock_overhead(n)
+    return r
 
 
 def popcount_peak(int variant, double seconds):

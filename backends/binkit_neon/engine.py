@@ -1341,7 +1341,12 @@ class Program:
 
         Returns one dict per op of the view, in order: ``index`` (position in the view),
         ``name``, ``op``, ``seconds`` (median over ``repeats`` whole-plan runs of the op's time per
-        call, measured in C with CLOCK_MONOTONIC around each op), ``binary_macs`` (per call: the
+        call, measured in C with CLOCK_MONOTONIC around each op, net of the profiler's own clock
+        reads: each timed interval also holds one clock read, whose cost, the median of empty
+        intervals measured here (``clock_overhead``), is taken off each op and example, never
+        below 0; the ops still run one at a time between clock reads, so the result remains an
+        upper bound of an op's share of a plain run; also kept as ``self.clock_overhead``),
+        ``clock_overhead`` (those seconds, per op and example), ``binary_macs`` (per call: the
         sum over output elements of the valid-tap K, times the batch; 0 for float ops). Ops
         fused into the op before them (element-wise epilogues) and free layout ops
         (reshape/transpose/flatten that need no copy) report 0 seconds: their cost is inside the
@@ -1361,9 +1366,13 @@ class Program:
             if rc:
                 self._fail(rc, x)
             np.add.at(times[r], plan.vidx, prof)
-        med = np.median(times, axis=0)
+        clock = self.clock_overhead = _engine.clock_overhead()
+        ncops = np.zeros(len(plan.view_ops))
+        np.add.at(ncops, plan.vidx, 1.0)  # C ops behind each view op (0: fused or free)
+        med = np.maximum(np.median(times, axis=0) - ncops * clock * n, 0.0)
         return [{"index": i, "name": op.get("name", ""), "op": op["op"], "seconds": float(med[i]),
-                 "binary_macs": int(plan.macs[i]) * n} for i, op in enumerate(plan.view_ops)]
+                 "clock_overhead": clock, "binary_macs": int(plan.macs[i]) * n}
+                for i, op in enumerate(plan.view_ops)]
 
 
 class NeonBackend:

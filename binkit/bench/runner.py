@@ -10,7 +10,8 @@ What is measured, for one artifact:
 * **throughput**: clips per second at batch ``batch`` (median call time);
 * **storage**: the artifact file against the FP32 weights of the same architecture
   (:func:`binkit.bench.plan.storage`);
-* **per binary layer**: the engine's profiler (``program.profile``) gives each op's time per call;
+* **per binary layer**: the engine's profiler (``program.profile``) gives each op's time per call
+  (the neon profiler net of its own clock reads, ``program.clock_overhead`` per op and example);
   binary operations per second = the op's binary MACs (one XNOR-popcount bit product each; the
   count the profiler says it executed, e.g. without padded taps, when it says so) per second,
   against the popcount peak the backend measures on this machine (``popcount_peak``) right
@@ -545,7 +546,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             if rows is None:
                 continue
             peak = max(before + after) if before else None
-            rates[(p.label, v)] = {**_layer_rate(rows, peak), "peak_ops_per_s": peak}
+            rates[(p.label, v)] = {**_layer_rate(rows, peak), "peak_ops_per_s": peak,
+                                   "clock_overhead_s": getattr(p.program, "clock_overhead", None)}
             for r in rows:
                 d = r.to_dict()
                 rate = _executed(r) / r.seconds if r.runs_binary and r.seconds else None
@@ -805,7 +807,9 @@ def _render(res: dict[str, Any], markdown: bool) -> str:
             continue
         rate = next((x for x in res["layer_rates"] if x["backend"] == b["label"] and x["view"] == full), None)
         peak = rate["peak_ops_per_s"] if rate else None
-        out += ["", f"binary layers of view {full} on {b['label']} (profiler; binary ops = XNOR-popcount bit products"
+        clock = rate.get("clock_overhead_s") if rate else None
+        net = f", net of its clock reads ({clock * 1e9:.0f} ns per op)" if clock else ""
+        out += ["", f"binary layers of view {full} on {b['label']} (profiler{net}; binary ops = XNOR-popcount bit products"
                 + (f"; popcount peak {peak / 1e9:,.1f} G/s, measured around this profile)" if peak
                    else "; no popcount peak measured)"), ""]
         head = ["op #", "layer", "op", "output", "binary MACs", "executed", "us/call", "G binary ops/s", "of peak"]

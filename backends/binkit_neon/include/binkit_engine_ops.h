@@ -30,6 +30,19 @@ typedef int32_t BK_FN(bk_vi) __attribute__((vector_size(BK_VBYTES)));
 /* float conv: output positions per register block (accumulators: BK_NPOS * BK_VN vectors) */
 #define BK_NPOS (BK_VN == 1 ? 8 : 4)
 
+/* PReLU of a vector: v where v >= 0, else a * v (NaN takes a * v). AVX-512: one compare to a
+ * mask and a masked multiply (the same product, the same bits). */
+BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_prelu)(VF v, VF a) {
+#ifdef BK_FMA_AVX512
+    return (VF)_mm512_mask_mul_ps((__m512)v, _mm512_cmp_ps_mask((__m512)v, _mm512_setzero_ps(), _CMP_NGE_UQ),
+                                  (__m512)a, (__m512)v);
+#else
+    const VF neg = a * v;
+    const VI ge = v >= (VF){0};
+    return (VF)((ge & (VI)v) | (~ge & (VI)neg));
+#endif
+}
+
 /* Apply the op's post-ops to y[0..n): element i has channel ch0 + i * ch_step and sits at
  * offset off0 + i * ostride of the output (the ADD operand is read at the same offset). */
 BK_ATTR static inline void BK_FN(bk_post_apply)(const bk_op *op, float *restrict y, int64_t n,
@@ -140,9 +153,7 @@ BK_ATTR static inline void BK_FN(bk_post16)(const bk_op *op, VF v[BK_VN], int64_
                 } else {
                     a = (VF){0} + p->a[0];
                 }
-                const VF neg = a * v[u];
-                const VI m = v[u] >= (VF){0};
-                v[u] = (VF)((m & (VI)v[u]) | (~m & (VI)neg));
+                v[u] = BK_FN(bk_prelu)(v[u], a);
             }
             break;
         case BK_POST_RELU:
@@ -230,9 +241,7 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_fast16)(const
             } else {
                 a = (VF){0} + fc.a0;
             }
-            const VF neg = a * v[u];
-            const VI m = v[u] >= (VF){0};
-            v[u] = (VF)((m & (VI)v[u]) | (~m & (VI)neg));
+            v[u] = BK_FN(bk_prelu)(v[u], a);
         }
     }
     if (fc.mode == 3) {
@@ -551,9 +560,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                                         if (hk[k] == BK_POST_AFFINE) {
                                             r[u] = ha[k][u] * r[u] + hb[k][u];
                                         } else if (hk[k] == BK_POST_PRELU) {
-                                            const VF neg = ha[k][u] * r[u];
-                                            const VI ge = r[u] >= (VF){0};
-                                            r[u] = (VF)((ge & (VI)r[u]) | (~ge & (VI)neg));
+                                            r[u] = BK_FN(bk_prelu)(r[u], ha[k][u]);
                                         } else if (hk[k] == BK_POST_RELU) {
                                             r[u] = (VF)((r[u] > (VF){0}) & (VI)r[u]);
                                         }
@@ -890,9 +897,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                         const VI d = bv[u] - (cv + cv);
                         VF v = m[u] * __builtin_convertvector(d, VF) + f[u];
                         if (mode >= 2) {
-                            const VF neg = a[u] * v;
-                            const VI ge = v >= (VF){0};
-                            v = (VF)((ge & (VI)v) | (~ge & (VI)neg));
+                            v = BK_FN(bk_prelu)(v, a[u]);
                         }
                         if (mode == 3) {
                             VF rv;
@@ -1083,10 +1088,7 @@ BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out
             for (int u = 0; u < 4; ++u) {
                 const __m512i si = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(const void *)(tmp + 16 * u)));
                 __m512 v = _mm512_add_ps(_mm512_mul_ps(m[u], _mm512_permutexvar_ps(si, lut)), f[u]);
-                if (mode >= 2) {
-                    const __m512 neg = _mm512_mul_ps(a[u], v);
-                    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ), neg, v);
-                }
+                if (mode >= 2) v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGE_UQ), a[u], v);
                 if (mode == 3) v = _mm512_add_ps(v, _mm512_loadu_ps(r + 16 * u));
                 _mm512_storeu_ps(o + 16 * u, v);
             }
@@ -1183,9 +1185,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                     d = d + (VF)(x4 ^ w4[u]);
                     VF v = m[u] * d + f[u];
                     if (mode >= 2) {
-                        const VF neg = a[u] * v;
-                        const VI ge = v >= (VF){0};
-                        v = (VF)((ge & (VI)v) | (~ge & (VI)neg));
+                        v = BK_FN(bk_prelu)(v, a[u]);
                     }
                     if (mode == 3) {
                         VF rv;
@@ -1240,9 +1240,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                 if (mode >= 2) {
                     VF a = a0;
                     if (pc) BK_LOADV(a, ar + c);
-                    const VF neg = a * v;
-                    const VI ge = v >= (VF){0};
-                    v = (VF)((ge & (VI)v) | (~ge & (VI)neg));
+                    v = BK_FN(bk_prelu)(v, a);
                 }
                 if (mode == 3) {
                     VF rv;

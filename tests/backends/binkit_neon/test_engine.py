@@ -400,8 +400,11 @@ def test_profile(artifacts):
     assert [r["index"] for r in rows] == list(range(len(ops)))
     assert [r["op"] for r in rows] == [op["op"] for op in ops]
     assert [r["name"] for r in rows] == [op["name"] for op in ops]
-    assert all(set(r) == {"index", "name", "op", "seconds", "binary_macs"} for r in rows)
+    assert all(set(r) == {"index", "name", "op", "seconds", "clock_overhead", "binary_macs"} for r in rows)
     assert all(r["seconds"] >= 0 for r in rows) and sum(r["seconds"] for r in rows) > 0
+    # the profiler's own clock reads are measured (a few ns to a few us) and taken off each op
+    clock = prog.clock_overhead
+    assert 0 < clock < 1e-5 and all(r["clock_overhead"] == clock for r in rows)
     macs = {r["op"] + str(r["index"]): r["binary_macs"] for r in rows}
     # bconv2d 64 -> 65, 3x2 kernel, stride (1, 2), pad [[1, 1], [1, 0]] on 5 x 8: valid taps per row
     # position (oy) 2,3,3,3,2 of 3 and per column (ox) 1,2,2,2 of 2 -> sum of valid taps = 13 * 7
@@ -412,6 +415,30 @@ def test_profile(artifacts):
     assert macs["conv2d_fp0"] == 0 and macs["linear_fp11"] == 0
     with pytest.raises(ValueError, match="repeats"):
         prog.profile(x, "main", repeats=0)
+
+
+def test_profile_takes_the_clock_reads_off_each_op(artifacts, monkeypatch):
+    """Each op's time is net of one clock read per op and example: with a (fake) clock cost
+    above any op every time clamps to 0; with none, the raw times remain."""
+    import binkit_neon.engine as eng
+
+    art = artifacts[("2d", 64)]
+    prog = Program(art)
+    x = features(art.input_shape, 2, 0)
+
+    class Clock:
+        def __init__(self, cost):
+            self.cost = cost
+
+        def clock_overhead(self):
+            return self.cost
+
+    monkeypatch.setattr(eng, "_engine", Clock(1.0))
+    rows = prog.profile(x, "main", repeats=3)
+    assert prog.clock_overhead == 1.0 and all(r["seconds"] == 0.0 for r in rows)
+    monkeypatch.setattr(eng, "_engine", Clock(0.0))
+    rows = prog.profile(x, "main", repeats=3)
+    assert all(r["seconds"] > 0 for r in rows if r["binary_macs"])
 
 
 def test_backend_registered_and_runtime_load(tmp_path):
