@@ -128,7 +128,16 @@ BK_TARGET_AVX2 static inline void bk_pack_avx2(const float *x, size_t n, uint64_
 BK_TARGET_AVX512 static inline void bk_pack_avx512(const float *x, size_t n, uint64_t *out) {
     const size_t nw = binkit_num_words(n);
     const __m512 zero = _mm512_setzero_ps();
-    for (size_t j = 0; j < nw; ++j) {
+    size_t j = 0;
+    for (; (j + 1) * 64 <= n; ++j) { /* whole words: four compares, no masks */
+        const float *s = x + j * 64;
+        const uint64_t k0 = (uint16_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(s), zero, _CMP_LT_OQ);
+        const uint64_t k1 = (uint16_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(s + 16), zero, _CMP_LT_OQ);
+        const uint64_t k2 = (uint16_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(s + 32), zero, _CMP_LT_OQ);
+        const uint64_t k3 = (uint16_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(s + 48), zero, _CMP_LT_OQ);
+        out[j] = k0 | (k1 << 16) | (k2 << 32) | (k3 << 48);
+    }
+    for (; j < nw; ++j) {
         const size_t first = j * 64;
         const size_t rest = n - first;
         uint64_t w = 0;
