@@ -565,7 +565,8 @@ def _prelu(where, op, shapes, tensors):
     return shape
 
 
-def _relu(where, op, shapes, tensors):
+def _elementwise(where, op, shapes, tensors):
+    """relu, silu: no tensors, the input's shape."""
     return shapes[0]
 
 
@@ -613,8 +614,8 @@ OPS: dict[str, tuple[int, frozenset[str], Callable]] = {
     "blinear": (1, _BINARY_ROLES, _blinear),
     "affine": (1, frozenset({"multiplier", "offset"}), _affine),
     "prelu": (1, frozenset({"slope"}), _prelu),
-    "relu": (1, frozenset(), _relu),
-    "silu": (1, frozenset(), _relu),
+    "relu": (1, frozenset(), _elementwise),
+    "silu": (1, frozenset(), _elementwise),
     "avgpool2d": (1, frozenset(), _avgpool2d),
     "mean": (1, frozenset(), _mean),
     "add": (2, frozenset(), _add),
