@@ -867,7 +867,7 @@ def summarize_artifact(path: str, view: str | None = None, latency: bool | None 
     artifact = load_artifact(path)
     view = artifact.default_view if view is None else str(view)
     rows = plan_rows(artifact, view)
-    used, kernel, note = None, "", ""
+    used, kernel, note, clock = None, "", "", None
     if latency is not False:
         name = backend or _compiled_backend(backend_names())
         if name is None and latency:
@@ -880,6 +880,7 @@ def summarize_artifact(path: str, view: str | None = None, latency: bool | None 
                     reps = max(2, repeats // 10) if name == REFERENCE else repeats
                     rows = profile_view(program, artifact, x, view, reps, reference=name == REFERENCE) or rows
                     used, kernel = name, str(getattr(program, "kernel", "") or "")
+                    clock = getattr(program, "clock_overhead", None)
                 else:
                     note = f"backend {name!r} has no profiler: no per-op latency"
             except Exception as exc:  # asked for: report; by default (when cheap): the table without times
@@ -892,7 +893,7 @@ def summarize_artifact(path: str, view: str | None = None, latency: bool | None 
     head = describe(artifact).split("\n## Ops of view")[0].rstrip()  # describe() without its op table
     return {
         "artifact": str(artifact.path), "view": view, "describe": head, "backend": used, "kernel": kernel,
-        "note": note, "rows": [r.to_dict() for r in rows],
+        "clock_overhead_s": clock, "note": note, "rows": [r.to_dict() for r in rows],
         "totals": {"binary_macs": sum(r.binary_macs for r in rows), "float_macs": sum(r.float_macs for r in rows),
                    "binary_ops": sum(r.runs_binary for r in rows), "ops": len(rows),
                    "seconds": sum(r.seconds for r in rows if r.seconds) if used else None},
@@ -920,7 +921,9 @@ def render_summary(s: dict[str, Any], markdown: bool = False) -> str:
     lines = [s["describe"], "", f"## Ops of view {s['view']!r}", ""]
     if timed:
         lines += [f"per-op latency: backend {s['backend']}" + (f" (kernel {s['kernel']})" if s["kernel"] else "")
-                  + ", batch 1, median per call", ""]
+                  + ", batch 1, median per call"
+                  + (f", net of the profiler's clock reads ({s['clock_overhead_s'] * 1e9:.0f} ns per op)"
+                     if s.get("clock_overhead_s") else ""), ""]
     elif s["note"]:
         lines += [s["note"], ""]
     lines += _table(head, rows, {5, 6, 7}, markdown)
