@@ -442,19 +442,22 @@ def _plane_tensors(where: str, op: dict, tensors, planes: tuple[int, int], out: 
                             f"{p} and {q}): a multi-plane dot is not an integer")
 
 
+def _bconv_geometry(where: str, op: dict, shapes, nd: int):
+    """A binary conv's input shape and attributes, checked: (shape, in_channels, kernel, stride,
+    dilation, pads, (weight planes, input planes))."""
+    (shape,) = shapes
+    _rank(where, shape, nd + 1, "(channels, " + ("H, W" if nd == 2 else "T") + ")")
+    a = op["attrs"]
+    c = _int(where, a, "in_channels", 1, 1 << 20)
+    if c != shape[0]:
+        raise ArtifactError(f"{where}: in_channels={c} but the input has {shape[0]} channels")
+    return (shape, c, _ints(where, a, "kernel_size", nd, 1), _ints(where, a, "stride", nd, 1),
+            _ints(where, a, "dilation", nd, 1), _pads(where, a, nd), _plane_counts(where, op))
+
+
 def _bconv(nd: int) -> Callable:
     def check(where, op, shapes, tensors):
-        (shape,) = shapes
-        _rank(where, shape, nd + 1, "(channels, " + ("H, W" if nd == 2 else "T") + ")")
-        a = op["attrs"]
-        c = _int(where, a, "in_channels", 1, 1 << 20)
-        if c != shape[0]:
-            raise ArtifactError(f"{where}: in_channels={c} but the input has {shape[0]} channels")
-        ks = _ints(where, a, "kernel_size", nd, 1)
-        stride = _ints(where, a, "stride", nd, 1)
-        dil = _ints(where, a, "dilation", nd, 1)
-        pads = _pads(where, a, nd)
-        planes = _plane_counts(where, op)
+        shape, c, ks, stride, dil, pads, planes = _bconv_geometry(where, op, shapes, nd)
         w = _packed_weight(where, op, tensors, planes[0])
         if w.ndim != nd + 2 or tuple(w.shape[1:]) != (*ks, num_words(c)) or w.shape[0] < 1:
             lead = f"{planes[0]}, " if planes[0] > 1 else ""
@@ -472,17 +475,7 @@ def _bconv(nd: int) -> Callable:
 def _bdwconv(nd: int) -> Callable:
     """Binary depthwise conv checker; the 2-D op runs one plane only."""
     def check(where, op, shapes, tensors):
-        (shape,) = shapes
-        _rank(where, shape, nd + 1, "(channels, " + ("H, W" if nd == 2 else "T") + ")")
-        a = op["attrs"]
-        c = _int(where, a, "in_channels", 1, 1 << 20)
-        if c != shape[0]:
-            raise ArtifactError(f"{where}: in_channels={c} but the input has {shape[0]} channels")
-        ks = _ints(where, a, "kernel_size", nd, 1)
-        stride = _ints(where, a, "stride", nd, 1)
-        dil = _ints(where, a, "dilation", nd, 1)
-        pads = _pads(where, a, nd)
-        planes = _plane_counts(where, op)
+        shape, c, ks, stride, dil, pads, planes = _bconv_geometry(where, op, shapes, nd)
         if nd == 2 and planes != (1, 1):
             raise ArtifactError(f"{where}: bdwconv2d runs one plane only (weight_planes = input_planes = 1), got "
                                 f"{planes[0]} and {planes[1]}")

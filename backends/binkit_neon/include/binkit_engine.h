@@ -311,11 +311,9 @@ static inline void bk_bits_copy(uint64_t *dst, size_t dpos, const uint64_t *src,
 #define BK_PACK bk_pack_avx512
 #define BK_GTMASK16 bk_gtmask16_avx512
 #define BK_GATHERGT16 bk_gathergt16_avx512
-#define BK_DW5_I8 1
-#define BK_FMA_AVX512 1
+#define BK_AVX512_OPS 1 /* the ops' AVX-512-only paths (intrinsics) */
 #include "binkit_engine_ops.h"
-#undef BK_DW5_I8
-#undef BK_FMA_AVX512
+#undef BK_AVX512_OPS
 #endif
 
 #if BK_HAVE_NEON

@@ -33,7 +33,7 @@ typedef int32_t BK_FN(bk_vi) __attribute__((vector_size(BK_VBYTES)));
 /* PReLU of a vector: v where v >= 0, else a * v (NaN takes a * v). AVX-512: one compare to a
  * mask and a masked multiply (the same product, the same bits). */
 BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_prelu)(VF v, VF a) {
-#ifdef BK_FMA_AVX512
+#ifdef BK_AVX512_OPS
     return (VF)_mm512_mask_mul_ps((__m512)v, _mm512_cmp_ps_mask((__m512)v, _mm512_setzero_ps(), _CMP_NGE_UQ),
                                   (__m512)a, (__m512)v);
 #else
@@ -263,7 +263,7 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_fast16)(const
  * aarch64 by vfmaq_f32, the others (scalar, popcnt, NEON through SIMDe) by the C library's fmaf
  * per lane (hardware FMA behind it where the CPU has one). */
 BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_fma)(VF w, VF x, VF acc) {
-#if defined(BK_FMA_AVX512)
+#if defined(BK_AVX512_OPS)
     return (VF)_mm512_fmadd_ps((__m512)w, (__m512)x, (__m512)acc);
 #elif defined(BK_FMA_AVX2)
     return (VF)_mm256_fmadd_ps((__m256)w, (__m256)x, (__m256)acc);
@@ -278,7 +278,7 @@ BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_fma)(VF w, VF x
 
 /* bk_fma with x = v in every lane */
 BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_fmas)(VF w, float v, VF acc) {
-#if defined(BK_FMA_AVX512)
+#if defined(BK_AVX512_OPS)
     const VF x = (VF)_mm512_set1_ps(v);
 #elif defined(BK_FMA_AVX2)
     const VF x = (VF)_mm256_set1_ps(v);
@@ -513,7 +513,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
                         if (op->fthr) {
                             /* packed sign bits straight from the raw sums: the exact per-channel
                              * test the planner derived from bias + post-ops (same bits) */
-#ifdef BK_FMA_AVX512
+#ifdef BK_AVX512_OPS
                             /* AVX-512: the two ordered compares straight into a 16-bit mask,
                              * each under its channels' direction mask (the same bits) */
                             const __mmask16 ltm = _mm512_test_epi32_mask(_mm512_loadu_si512((const void *)(op->flt + o)),
@@ -729,7 +729,7 @@ BK_ATTR static inline __attribute__((always_inline)) const uint64_t *BK_FN(bk_bc
     return A;
 }
 
-#ifdef BK_DW5_I8
+#ifdef BK_AVX512_OPS
 /* AVX-512: a BCONV writing its consumer's rows in the tpos/tthr order (binkit_engine.h): per
  * output row r and block of 8 channels, the counts of the row's 8 positions stay in registers
  * (8 accumulators sharing each weight load), each compare mask (count > threshold, 8 channels)
@@ -787,7 +787,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
     const uint64_t *A = BK_FN(bk_bconv_rows)(op, slots[op->in], grid, col,
                                              (uint64_t *)(void *)((uint8_t *)y + BK_ALIGN((size_t)(op->nb * 8) * 4)), &lda);
 
-#ifdef BK_DW5_I8
+#ifdef BK_AVX512_OPS
     if (op->tpos) {
         BK_FN(bk_bconv_trans8)(op, A, lda, (uint64_t *)(void *)out);
         return;
@@ -1019,7 +1019,7 @@ BK_ATTR static inline void BK_FN(bk_dw_tail)(const bk_op *op, float *y, int64_t 
     BK_FN(bk_store)(out + off + C16 * op->out_so, y + C16, C - C16, op->out_so);
 }
 
-#ifdef BK_DW5_I8
+#ifdef BK_AVX512_OPS
 /* AVX-512 (BW) form of bk_op_bdw's 5-tap path for channels in whole 64s, contiguous input: 64
  * channels per int8 vector.  Signs staged as bytes n = -1 (x < 0) or 0, with pl rows of 0 before
  * and pr after; the weights' bytes w8 = -1 (bit 1) or 0 follow the sign-bit masks in op->wm.  Per
@@ -1112,7 +1112,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     float *Sp = (float *)(void *)scr;
     float *S = five ? Sp + op->pl * Cp : Sp;
     float *y = (float *)(void *)(scr + BK_ALIGN((size_t)((T + 8) * Cp) * 4));
-#ifdef BK_DW5_I8
+#ifdef BK_AVX512_OPS
     if (five && (C & 63) == 0 && op->in_sc == 1 && op->wplanes <= 1) {
         BK_FN(bk_dw5_i8)(op, x, out, scr, &fc);
         return;
