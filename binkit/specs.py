@@ -248,11 +248,12 @@ class TrainingSpec(_Spec):
         default_factory=dict, **_desc("view name -> loss weight; empty = the architecture's defaults"))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0, le=1024, **_desc("torch threads; 0 = torch's default"))
-    select: Literal["best_full", "monotonic_views"] = Field(
+    select: Literal["best_full", "monotonic_views", "last"] = Field(
         "best_full",
-        **_desc("checkpoint selection: best full-network validation accuracy; or, as the BiFSMN "
-                "reference, only epochs where it improves AND accuracy strictly decreases with "
-                "thinness over the trained views"))
+        **_desc("checkpoint selection: best full-network validation accuracy (the earliest epoch "
+                "on ties); or, as the BiFSMN reference, only epochs where it improves AND accuracy "
+                "strictly decreases with thinness over the trained views; or the last epoch (the "
+                "end of the schedule, for when the validation split is too small to rank epochs)"))
     tensorboard: bool = Field(False, **_desc("also log to TensorBoard (needs the tensorboard package)"))
     init_from: str = Field("", **_desc(
         "initialise the model from this checkpoint (e.g. the FP teacher, as BiFSMN's --pretrained); "

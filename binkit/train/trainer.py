@@ -142,6 +142,9 @@ class _Selector:
 
     def consider(self, epoch: int, val: dict[str, float]) -> bool:
         full = val[self.trained[0]] if self.trained else next(iter(val.values()))
+        if self.rule == "last":
+            self.best_acc, self.best_epoch = full, epoch
+            return True
         if full <= self.best_acc:
             return False
         if self.rule == "monotonic_views" and len(self.trained) > 1:

@@ -67,6 +67,34 @@ class TestFit:
         assert iq.t == pytest.approx(10 ** (-3 + 4 * 2 / 3))
 
 
+class TestSelection:
+    """training.select: which epoch's weights the run keeps."""
+
+    def test_best_full_keeps_the_earliest_best_epoch(self, tiny_data):
+        result = fit(tiny_spec(training={"epochs": 5, "lr": 0.01}), None, progress=False, data=tiny_data)
+        accs = [h.val_acc["full"] for h in result.history]
+        assert result.best_epoch == accs.index(max(accs)) + 1
+        # a step too small to change any prediction: every epoch ties, and the first one is kept
+        spec = tiny_spec(model={"params": {"hidden": 32, "depth": 2, "norm": "none"}},
+                         training={"epochs": 3, "lr": 1e-9})
+        frozen = fit(spec, None, progress=False, data=tiny_data)
+        assert len({h.val_acc["full"] for h in frozen.history}) == 1
+        assert frozen.best_epoch == 1 and [h.selected for h in frozen.history] == [True, False, False]
+
+    def test_last_keeps_the_final_weights(self, tiny_data):
+        spec = tiny_spec(training={"epochs": 5, "lr": 0.01, "select": "last"})
+        result = fit(spec, None, progress=False, data=tiny_data)
+        assert result.best_epoch == 5 and all(h.selected for h in result.history)
+        assert result.val_acc["full"] == result.history[-1].val_acc["full"]
+        # the same run selected by validation accuracy trains identically; only the kept epoch differs
+        best = fit(tiny_spec(training={"epochs": 5, "lr": 0.01}), None, progress=False, data=tiny_data)
+        assert [h.train_loss for h in best.history] == [h.train_loss for h in result.history]
+
+    def test_unknown_rule_is_refused(self):
+        with pytest.raises(Exception, match="select"):
+            tiny_spec(training={"select": "best_loss"})
+
+
 class TestCheckpoints:
     def test_reload_gives_identical_predictions(self, tmp_path, tiny_data):
         result = fit(tiny_spec(), tmp_path / "run", progress=False, data=tiny_data)
