@@ -207,7 +207,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from binkit.train.compare import run_grid
 
     only = args.only.split(",") if args.only else None
-    rows, out = run_grid(args.grid, progress=not args.quiet, only=only, epochs=args.epochs)
+    rows, out = run_grid(args.grid, progress=not args.quiet, only=only, epochs=args.epochs,
+                         train=not args.report, jobs=args.jobs)
+    if not rows:
+        print(f"binkit: error: no finished cell to tabulate in {out}", file=sys.stderr)
+        return 1
     print((out / "compare.md").read_text())
     print(f"table: {out / 'compare.md'}; plot: {out / 'compare.png'}")
     failed = [r["cell"] for r in rows if "error" in r]
@@ -349,6 +353,11 @@ def _parser() -> argparse.ArgumentParser:
                        "finished cells and resuming unfinished ones; write compare.md/.json/.png.")
     s.add_argument("grid")
     s.add_argument("--only", help="comma-separated cell names to run")
+    s.add_argument("--report", action="store_true",
+                   help="train nothing: tabulate the finished cells and name the unfinished ones")
+    s.add_argument("--jobs", type=_positive, default=1,
+                   help="train up to N cells at once, one process each (e.g. small models sharing a "
+                        "GPU); a cell waits for the cells whose {run:NAME} it takes; logs in OUT/logs")
     s.add_argument("--epochs", type=int, help="override training.epochs of every cell")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_compare)

@@ -206,30 +206,115 @@ def _row(cell: CellSpec, resolved, run: Path, seconds: float, skipped: bool) -> 
     )
 
 
+def _finished(run: Path, resolved) -> bool:
+    """A finished run of this very spec is in ``run`` (result written, same resolved spec)."""
+    return (run / "result.json").is_file() and (run / "spec.toml").is_file() \
+        and (run / "spec.toml").read_text() == spec_to_toml(resolved.spec)
+
+
+def cell_dependencies(cell: CellSpec) -> set[str]:
+    """Names of the cells whose ``model.pt`` this cell takes (``"{run:NAME}"`` in its overrides)."""
+    return set(_RUN_REF.findall(json.dumps(cell.overrides)))
+
+
+def _train_in_processes(path: Path, cells: list[tuple[CellSpec, Any]], out: Path, *, jobs: int,
+                        epochs: int | None) -> dict[str, str]:
+    """Train ``cells`` as up to ``jobs`` ``binkit compare PATH --only CELL`` processes at once; a
+    cell starts once the cells it refers to have finished. Returns ``{cell: why it failed}``."""
+    import os
+    import subprocess
+    import sys
+
+    names = {c.name for c, _ in cells}
+    deps = {c.name: cell_dependencies(c) & names for c, _ in cells}
+    queue = [c.name for c, _ in cells]
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    # each process would otherwise start one torch thread per core
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
+    failed: dict[str, str] = {}
+    done: set[str] = set()
+    extra = ["--epochs", str(epochs)] if epochs is not None else []
+    try:
+        while queue or running:
+            for name in list(queue):
+                lost = sorted(deps[name] & set(failed))
+                if lost:
+                    queue.remove(name)
+                    failed[name] = f"not trained: it needs cell(s) {', '.join(lost)}, which failed"
+                    print(f"{name}: {failed[name]}", flush=True)
+                elif len(running) < jobs and deps[name] <= done:
+                    queue.remove(name)
+                    log = open(logs / f"{name}.log", "w", encoding="utf-8")
+                    cmd = [sys.executable, "-m", "binkit", "compare", str(path), "--only", name, "-q", *extra]
+                    running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                                     log, time.perf_counter())
+                    print(f"{name}: started ({len(running)} running, {len(queue)} waiting; log {logs / name}.log)",
+                          flush=True)
+            for name, (proc, log, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                if proc.returncode == 0:
+                    done.add(name)
+                    print(f"{name}: finished in {time.perf_counter() - t0:.0f} s", flush=True)
+                else:
+                    failed[name] = f"exit status {proc.returncode}; see {logs / name}.log"
+                    print(f"{name}: FAILED ({failed[name]})", flush=True)
+            time.sleep(0.2)
+    finally:  # interrupted: stop the children (each resumes from its checkpoint next time)
+        for proc, log, _ in running.values():
+            proc.kill()
+            proc.wait()
+            log.close()
+    return failed
+
+
 def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None = None,
-             epochs: int | None = None) -> tuple[list[CellResult], Path]:
+             epochs: int | None = None, train: bool = True, jobs: int = 1) -> tuple[list[CellResult], Path]:
     """Train every cell (skipping finished ones); write ``compare.md``, ``compare.json`` and
-    ``compare.png`` to the grid's output folder. Returns ``(rows, out folder)``."""
+    ``compare.png`` to the grid's output folder. Returns ``(rows, out folder)``.
+
+    ``train=False`` trains nothing: the tables hold the finished cells only (cells trained
+    elsewhere, or by several ``--only`` processes side by side), and the others are named.
+    ``jobs > 1`` trains up to that many cells at once, each in its own process (for example
+    several small models sharing one GPU), writing ``<out>/logs/<cell>.log``; a cell that takes
+    another's ``{run:NAME}`` waits for it."""
     from binkit.train.trainer import fit
 
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     grid, cells, out = load_grid(path, epochs=epochs)
     if only:
         unknown = [n for n in only if n not in {c.name for c, _ in cells}]
         if unknown:
             raise ValueError(f"unknown cell(s) {unknown}; cells are {[c.name for c, _ in cells]}")
     out.mkdir(parents=True, exist_ok=True)
+    failed: dict[str, str] = {}
+    if train and jobs > 1:
+        todo = [(c, r) for c, r in cells if (not only or c.name in only) and not _finished(out / c.name, r)]
+        failed = _train_in_processes(Path(path), todo, out, jobs=jobs, epochs=epochs)
+        train = False  # what follows only tabulates
     rows: list[CellResult] = []
     for i, (cell, resolved) in enumerate(cells):
         if only and cell.name not in only:
             continue
         run = out / cell.name
-        spec_toml = spec_to_toml(resolved.spec)
-        finished = (run / "result.json").is_file() and (run / "spec.toml").is_file() \
-            and (run / "spec.toml").read_text() == spec_toml
+        finished = _finished(run, resolved)
         t0 = time.perf_counter()
         if finished:
             print(f"[{i + 1}/{len(cells)}] {cell.name}: finished earlier, skipped", flush=True)
             seconds = json.loads((run / "result.json").read_text()).get("seconds", 0.0)
+        elif cell.name in failed:
+            rows.append(CellResult(cell=cell.name, error=failed[cell.name]))
+            _write_outputs(grid, rows, out)
+            continue
+        elif not train:
+            print(f"[{i + 1}/{len(cells)}] {cell.name}: not finished, left out of the table", flush=True)
+            continue
         else:
             print(f"[{i + 1}/{len(cells)}] {cell.name}: training ({resolved.spec.training.epochs} epochs)", flush=True)
             try:

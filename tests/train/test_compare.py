@@ -107,6 +107,56 @@ def test_compare_and_demo_commands(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing.toml")]) == 2
 
 
+def test_report_tabulates_finished_cells_and_trains_nothing(tmp_path, capsys):
+    path = write_grid(tmp_path, GRID)
+    assert main(["compare", str(path), "--report", "-q"]) == 1  # nothing finished yet
+    assert "no finished cell" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "teacher").exists()
+    assert main(["compare", str(path), "--only", "teacher,mlp-bnn", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(path), "--report", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "student: not finished, left out of the table" in out
+    assert "mlp-bireal: not finished" in out
+    assert not (tmp_path / "out" / "student").exists() and not (tmp_path / "out" / "mlp-bireal").exists()
+    rows = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert [r["cell"] for r in rows] == ["teacher", "mlp-bnn"]
+
+
+def test_jobs_train_cells_in_processes_after_the_cells_they_need(tmp_path, capsys):
+    path = write_grid(tmp_path, GRID)
+    assert main(["compare", str(path), "--jobs", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    root = tmp_path / "out"
+    rows = json.loads((root / "compare.json").read_text())
+    assert [r["cell"] for r in rows] == ["teacher", "student", "mlp-bnn", "mlp-bireal"]
+    assert all("error" not in r for r in rows)
+    for cell in ("teacher", "student", "mlp-bnn", "mlp-bireal"):
+        assert "training" in (root / "logs" / f"{cell}.log").read_text()
+        assert f"{cell}: finished in" in out
+    # the student took the teacher's model.pt: it started only once the teacher had finished
+    assert (root / "student" / "spec.toml").stat().st_mtime_ns >= (root / "teacher" / "result.json").stat().st_mtime_ns
+    assert "teacher" in (root / "student" / "spec.toml").read_text()
+    # a second call finds every cell finished and starts no process
+    assert main(["compare", str(path), "--jobs", "3", "-q"]) == 0
+    again = capsys.readouterr().out
+    assert "started" not in again and again.count("finished earlier, skipped") == 4
+
+
+def test_jobs_record_a_failed_cell_and_skip_the_cells_that_need_it(tmp_path, capsys):
+    body = (f'[[cells]]\nname = "broken"\noverrides = {{ training = {{ init_from = "{tmp_path / "missing.pt"}" }} }}\n'
+            '[[cells]]\nname = "after"\noverrides = { training = { init_from = "{run:broken}" } }\n'
+            '[[cells]]\nname = "fine"\n')
+    path = write_grid(tmp_path, body)
+    assert main(["compare", str(path), "--jobs", "2", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "2 cell(s) failed: broken, after" in captured.err
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "- broken: exit status 2; see" in md and "- after: not trained: it needs cell(s) broken" in md
+    assert "| fine |" in md and not (tmp_path / "out" / "after").exists()
+    assert "missing.pt" in (tmp_path / "out" / "logs" / "broken.log").read_text()
+
+
 def test_a_diverging_cell_is_recorded_and_the_grid_goes_on(tmp_path, capsys):
     body = ('[[cells]]\nname = "boom"\noverrides = { training = { lr = 10.0, optimizer = "sgd", momentum = 0.99 }, '
             'model = { params = { norm = "none" } } }\n[[cells]]\nname = "fine"\n')
