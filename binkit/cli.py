@@ -188,7 +188,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from binkit.train.report import evaluate_run
 
-    report = evaluate_run(args.run, split=args.split, out_dir=args.out)
+    report = evaluate_run(args.run, split=args.split, out_dir=args.out, data_root=args.data_root)
     for view, acc in report.accuracy.items():
         macs = report.macs[view]
         print(f"view {view:>5}: accuracy {acc:.4f}  (binary MACs {macs['binary']:,}, float MACs {macs['float']:,})")
@@ -309,7 +309,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="evaluate a run: accuracy per view, per-class precision/recall, confusion matrix")
     s.add_argument("run", help="run folder (or its model.pt)")
     s.add_argument("--split", choices=["train", "val", "test"], default="test")
-    s.add_argument("-o", "--out", help="report folder (default RUN/reports)")
+    s.add_argument("-o", "--out", help="report folder (default RUN/reports, or RUN/reports-NAME with --data-root)")
+    s.add_argument("--data-root", help="evaluate on another tree NAME of the same dataset and task "
+                                       "(e.g. more held-out clips, or recorded speech)")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("export", help="trained run -> packed artifact (.bkm, safetensors)",

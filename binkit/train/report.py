@@ -82,15 +82,29 @@ def _plot_confusion(cm: np.ndarray, labels: list[str], title: str, path: Path) -
 
 @torch.no_grad()
 def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | None = None,
-                 data: LabeledSplits | None = None, batch_size: int = 256) -> EvalReport:
+                 data: LabeledSplits | None = None, batch_size: int = 256,
+                 data_root: str | Path | None = None) -> EvalReport:
     """Evaluate a run folder (or ``model.pt``) on ``split``; write ``eval_<split>.{md,json}`` and
-    ``confusion_<split>.png`` into ``out_dir`` (default ``<run>/reports``)."""
+    ``confusion_<split>.png`` into ``out_dir`` (default ``<run>/reports``).
+
+    ``data_root`` evaluates on another tree of the same dataset and task (its ``root``
+    parameter replaced; the labels must match); the default report folder is then
+    ``<run>/reports-<tree folder name>``."""
     run = Path(run)
     ckpt = run / "model.pt" if run.is_dir() else run
     model, meta = load_checkpoint(ckpt)
     resolved = meta["resolved"]
+    params = resolved.dataset_params
+    if data_root is not None:
+        if "root" not in type(params).model_fields:
+            raise ValueError(f"dataset {resolved.spec.data.dataset!r} has no root parameter to replace")
+        if not Path(data_root).is_dir():
+            raise FileNotFoundError(f"data root {data_root} is not a folder")
+        params = params.model_copy(update={"root": str(data_root)})
+        if out_dir is None:
+            out_dir = ckpt.parent / f"reports-{Path(data_root).resolve().name}"
     if data is None:
-        data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+        data = resolved.dataset.factory(params, resolved.spec.features)
     if list(data.labels) != list(meta["labels"]):
         raise ValueError(f"{ckpt}: trained on labels {meta['labels']}, the data now gives {data.labels}")
     views: list[str | None] = list(resolved.views) or [None]
@@ -120,6 +134,8 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
                         {"png": str(png), "markdown": str(out / f"eval_{split}.md"),
                          "json": str(out / f"eval_{split}.json")})
     lines = [f"# {resolved.spec.name}: evaluation on {split} ({len(y_true)} clips)", "",
+             *([f"Data root: `{data_root}` (the run trained on `{resolved.dataset_params.root}`)", ""]
+               if data_root is not None else []),
              f"Checkpoint: `{ckpt}` (selected epoch {meta.get('best_epoch', '?')})", "",
              "| view | accuracy | binary MACs | float MACs |", "|---|---|---|---|"]
     lines += [f"| {k} | {a:.4f} | {macs[k]['binary']:,} | {macs[k]['float']:,} |" for k, a in accuracy.items()]

@@ -32,9 +32,9 @@ def speakers_by_split(n_each: int = 2) -> dict[str, list[str]]:
     return found
 
 
-def make_tree(root: Path) -> dict[str, list[str]]:
+def make_tree(root: Path, n_each: int = 2) -> dict[str, list[str]]:
     rng = np.random.default_rng(0)
-    speakers = speakers_by_split()
+    speakers = speakers_by_split(n_each)
     for w_i, word in enumerate(WORDS):
         (root / word).mkdir(parents=True)
         for sids in speakers.values():
@@ -76,6 +76,39 @@ def test_trains_from_a_spec(tmp_path):
     result = fit(spec, tmp_path / "run", progress=False)
     assert result.labels[:2] == ["_unknown_", "_silence_"]
     assert 0.0 <= result.test_acc["full"] <= 1.0
+
+
+def test_eval_on_another_tree(tmp_path, capsys):
+    """`binkit eval RUN --data-root TREE`: the run's spec with only the tree replaced."""
+    import json
+
+    from binkit.cli import main
+
+    make_tree(tmp_path / "tree")
+    make_tree(tmp_path / "more", n_each=3)  # 3 speakers per split: 30 keyword clips in test, not 20
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"""
+[data]
+dataset = "speech_commands"
+params = {{ root = "{tmp_path / 'tree'}", cache_dir = "{tmp_path / 'cache'}", jobs = 1 }}
+[model]
+architecture = "mlp"
+params = {{ hidden = 16, depth = 2 }}
+[training]
+epochs = 1
+batch_size = 8
+""")
+    run = tmp_path / "run"
+    assert main(["train", str(spec), "-o", str(run), "-q"]) == 0
+    assert main(["eval", str(run)]) == 0
+    assert main(["eval", str(run), "--data-root", str(tmp_path / "more")]) == 0
+    capsys.readouterr()
+    own = json.loads((run / "reports" / "eval_test.json").read_text())
+    other = json.loads((run / "reports-more" / "eval_test.json").read_text())
+    assert sum(map(sum, own["confusion"])) == 24 and sum(map(sum, other["confusion"])) == 36
+    assert f"Data root: `{tmp_path / 'more'}`" in (run / "reports-more" / "eval_test.md").read_text()
+    assert main(["eval", str(run), "--data-root", str(tmp_path / "absent")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_synthesizes_into_an_empty_root(tmp_path, monkeypatch):

@@ -50,3 +50,6 @@ def test_eval_command_writes_report(tmp_path, capsys):
     md = (reports / "eval_test.md").read_text()
     assert "| label | precision | recall | F1 | support |" in md and "confusion_test.png" in md
     assert main(["eval", str(tmp_path / "missing")]) == 2
+    # the tones dataset is generated, not read from a tree
+    assert main(["eval", str(run), "--data-root", str(tmp_path)]) == 2
+    assert "has no root parameter" in capsys.readouterr().err
