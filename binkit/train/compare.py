@@ -294,9 +294,11 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
             raise ValueError(f"unknown cell(s) {unknown}; cells are {[c.name for c, _ in cells]}")
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
+    trained_here: set[str] = set()
     if train and jobs > 1:
         todo = [(c, r) for c, r in cells if (not only or c.name in only) and not _finished(out / c.name, r)]
         failed = _train_in_processes(Path(path), todo, out, jobs=jobs, epochs=epochs)
+        trained_here = {c.name for c, _ in todo} - set(failed)
         train = False  # what follows only tabulates
     rows: list[CellResult] = []
     for i, (cell, resolved) in enumerate(cells):
@@ -306,7 +308,8 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
         finished = _finished(run, resolved)
         t0 = time.perf_counter()
         if finished:
-            print(f"[{i + 1}/{len(cells)}] {cell.name}: finished earlier, skipped", flush=True)
+            how = "trained above" if cell.name in trained_here else "finished earlier, skipped"
+            print(f"[{i + 1}/{len(cells)}] {cell.name}: {how}", flush=True)
             seconds = json.loads((run / "result.json").read_text()).get("seconds", 0.0)
         elif cell.name in failed:
             rows.append(CellResult(cell=cell.name, error=failed[cell.name]))

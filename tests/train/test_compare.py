@@ -133,7 +133,8 @@ def test_jobs_train_cells_in_processes_after_the_cells_they_need(tmp_path, capsy
     assert all("error" not in r for r in rows)
     for cell in ("teacher", "student", "mlp-bnn", "mlp-bireal"):
         assert "training" in (root / "logs" / f"{cell}.log").read_text()
-        assert f"{cell}: finished in" in out
+        assert f"{cell}: finished in" in out and f"{cell}: trained above" in out
+    assert "finished earlier" not in out
     # the student took the teacher's model.pt: it started only once the teacher had finished
     assert (root / "student" / "spec.toml").stat().st_mtime_ns >= (root / "teacher" / "result.json").stat().st_mtime_ns
     assert "teacher" in (root / "student" / "spec.toml").read_text()
