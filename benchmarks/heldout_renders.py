@@ -19,7 +19,9 @@ as in the original split.
         --runs runs/bifsmn-full/* runs/bifsmn-full-seeds/*
 
 Prints Markdown tables: accuracy per run and tree, then per method (cell name without its
-``-seedN`` suffix) over seeds, and BiFSMN's paired differences. Rewrites the render trees'
+``-seedN`` suffix) over seeds, and BiFSMN's paired differences. ``--last`` also evaluates each
+run's final-epoch weights (``checkpoints/last.pt``) as ``NAME@last``, to see what checkpoint
+selection on a small validation split adds to the seed-to-seed spread. Rewrites the render trees'
 ``testing_list.txt`` and ``validation_list.txt`` (the originals are kept as ``*.orig``).
 """
 
@@ -64,6 +66,7 @@ def main() -> int:
     ap.add_argument("original", type=Path, help="the corpus the runs trained on")
     ap.add_argument("renders", type=Path, nargs="+", help="corpora of the same voices, other seeds")
     ap.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (model.pt)")
+    ap.add_argument("--last", action="store_true", help="also the final-epoch weights (checkpoints/last.pt)")
     args = ap.parse_args()
 
     from binkit.train import load_checkpoint
@@ -71,14 +74,25 @@ def main() -> int:
 
     for render in args.renders:
         print(f"{render}: lists rewritten, {relist(args.original, render)} clips", file=sys.stderr)
-    runs = [r for r in args.runs if (r / "model.pt").is_file()]
+    import torch
+
+    entries = []  # (label, run folder, final-epoch weights?)
+    for r in args.runs:
+        if (r / "model.pt").is_file():
+            entries.append((r.name, r, False))
+            if args.last and (r / "checkpoints" / "last.pt").is_file():
+                entries.append((r.name + "@last", r, True))
     trees = [args.original, *args.renders]
     data_by_tree = {}
-    table = {}  # run -> tree -> (acc by view, clips)
-    for run in runs:
+    table = {}  # label -> tree -> (acc by view, clips)
+    for label, run, last in entries:
         model, meta = load_checkpoint(run / "model.pt")
+        if last:
+            state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
         resolved = meta["resolved"]
         views = list(resolved.views) or [None]
+        run = label
         table[run] = {}
         for tree in trees:
             if tree not in data_by_tree:
@@ -88,27 +102,28 @@ def main() -> int:
             if list(data.labels) != list(meta["labels"]):
                 raise SystemExit(f"{run}: labels differ from {tree}'s")
             table[run][tree] = (evaluate(model, data, views, split="test"), len(data.splits["test"]))
-        print(f"{run}: done", file=sys.stderr, flush=True)
+        print(f"{label}: done", file=sys.stderr, flush=True)
+    runs = [label for label, _, _ in entries]
 
     n = {t: len(data_by_tree[t].splits["test"]) for t in trees}
     total = sum(n.values())
     print(f"Test clips: {', '.join(f'{t.name} {n[t]}' for t in trees)}; pooled {total}.\n")
     print("| run | view | " + " | ".join(t.name for t in trees) + " | pooled |")
     print("|---|---|" + "---:|" * (len(trees) + 1))
-    pooled: dict[tuple[Path, str], float] = {}
+    pooled: dict[tuple[str, str], float] = {}
     for run in runs:
         for view in table[run][trees[0]][0]:
             accs = [table[run][t][0][view] for t in trees]
             p = sum(table[run][t][0][view] * table[run][t][1] for t in trees) / total
             pooled[run, view] = p
-            print(f"| {run.name} | {view} | " + " | ".join(f"{a:.4f}" for a in accs) + f" | {p:.4f} |")
+            print(f"| {run} | {view} | " + " | ".join(f"{a:.4f}" for a in accs) + f" | {p:.4f} |")
 
     # per method over seeds (cells named METHOD or METHOD-seedN), the full view
     methods: dict[str, list[tuple[int, float, float]]] = {}
     for run in runs:
-        m = re.fullmatch(r"(.+?)(?:-seed(\d+))?", run.name)
+        m = re.fullmatch(r"(.+?)(?:-seed(\d+))?(@last)?", run)
         full = next(iter(table[run][trees[0]][0]))
-        methods.setdefault(m.group(1), []).append(
+        methods.setdefault(m.group(1) + (m.group(3) or ""), []).append(
             (int(m.group(2) or 0), table[run][trees[0]][0][full], pooled[run, full]))
     print("\n| method | seeds | original test: mean | sd | pooled: mean | sd |\n|---|---:|---:|---:|---:|---:|")
     for name, rows in methods.items():
@@ -117,11 +132,13 @@ def main() -> int:
         p = [r[2] for r in rows]
         sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else float("nan"))
         print(f"| {name} | {len(rows)} | {statistics.mean(o):.4f} | {sd(o):.4f} | {statistics.mean(p):.4f} | {sd(p):.4f} |")
-    if "bifsmn" in methods:
-        base = {s: p for s, _, p in methods["bifsmn"]}
-        print("\n| BiFSMN minus | per seed, pooled (points) | mean | sd | paired t |\n|---|---|---:|---:|---:|")
+    for variant in ("", "@last"):
+        if "bifsmn" + variant not in methods:
+            continue
+        base = {s: p for s, _, p in methods["bifsmn" + variant]}
+        print(f"\n| BiFSMN{variant} minus | per seed, pooled (points) | mean | sd | paired t |\n|---|---|---:|---:|---:|")
         for name, rows in methods.items():
-            if name == "bifsmn" or len(rows) < 2:
+            if name == "bifsmn" + variant or len(rows) < 2 or name.endswith("@last") != bool(variant):
                 continue
             d = [100 * (base[s] - p) for s, _, p in rows if s in base]
             if len(d) < 2:
