@@ -309,8 +309,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="evaluate a run: accuracy per view, per-class precision/recall, confusion matrix")
     s.add_argument("run", help="run folder (or its model.pt)")
     s.add_argument("--split", choices=["train", "val", "test"], default="test")
-    s.add_argument("-o", "--out", help="report folder (default RUN/reports, or RUN/reports-NAME with --data-root)")
-    s.add_argument("--data-root", help="evaluate on another tree NAME of the same dataset and task "
+    s.add_argument("-o", "--out", help="report folder (default RUN/reports; RUN/reports-<tree folder> with --data-root)")
+    s.add_argument("--data-root", help="evaluate on another tree of the same dataset and task "
                                        "(e.g. more held-out clips, or recorded speech)")
     s.set_defaults(func=_cmd_eval)
 
