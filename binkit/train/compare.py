@@ -4,8 +4,10 @@ A grid names a base spec and a list of **cells**, each the base (or another spec
 overrides deep-merged into it, trained in order with the same data and schedule. A string
 ``"{run:NAME}"`` anywhere in a cell's overrides becomes the path of cell NAME's ``model.pt``, so
 a teacher cell can feed the students after it. A ``[product]`` table adds one cell per
-(architecture, method) pair. Runs are resumable: a cell whose folder holds a finished run of the
-same spec is skipped, an unfinished one resumes from its last checkpoint.
+(architecture, method) pair. ``seeds = [...]`` on a cell or on the product repeats it once per
+seed (``NAME-seedS``, ``training.seed = S``), and ``compare.md`` then gives each group's mean and
+spread over its seeds. Runs are resumable: a cell whose folder holds a finished run of the same
+spec is skipped, an unfinished one resumes from its last checkpoint.
 
 Example::
 
@@ -18,6 +20,7 @@ Example::
 
     [[cells]]
     name = "bifsmn"
+    seeds = [0, 1, 2]                    # bifsmn-seed0, bifsmn-seed1, bifsmn-seed2
     overrides = { distillation = { teacher = "{run:teacher}" }, training = { init_from = "{run:teacher}" } }
 
     [product]
@@ -36,7 +39,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from binkit.atomic import atomic_path, atomic_write_text
 from binkit.errors import SpecError
@@ -47,11 +50,36 @@ __all__ = ["GridSpec", "CellSpec", "load_grid", "run_grid", "CellResult"]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
+_SEEDS_DESC = ("one cell per seed, named NAME-seedS, with training.seed = S; compare.md then adds "
+               "each group's mean and spread over its seeds")
+
+
+def _check_seeds(seeds: list[int]) -> list[int]:
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"seeds must be non-negative, got {seeds}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat: {seeds}")
+    return seeds
+
+
 class CellSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., pattern=_NAME, description="cell name (its run folder)")
     spec: str = Field("", description="spec file for this cell (default: the grid's base)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the spec")
+    seeds: list[int] = Field(default_factory=list, description=_SEEDS_DESC)
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, v: list[int]) -> list[int]:
+        return _check_seeds(v)
+
+    def expand(self) -> list["CellSpec"]:
+        """This cell, or one cell per seed (``NAME-seedS``, ``training.seed = S``)."""
+        if not self.seeds:
+            return [self]
+        return [CellSpec(name=f"{self.name}-seed{s}", spec=self.spec,
+                         overrides=_merge(self.overrides, {"training": {"seed": s}})) for s in self.seeds]
 
 
 class ProductSpec(BaseModel):
@@ -60,6 +88,12 @@ class ProductSpec(BaseModel):
     methods: list[str] = Field(..., min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict, description="applied to every product cell")
     name: str = Field("{architecture}-{method}", description="cell name pattern")
+    seeds: list[int] = Field(default_factory=list, description=_SEEDS_DESC)
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, v: list[int]) -> list[int]:
+        return _check_seeds(v)
 
 
 class GridSpec(BaseModel):
@@ -88,7 +122,8 @@ class GridSpec(BaseModel):
                     over = _merge(self.product.overrides, {"model": {"architecture": arch},
                                                            "binarization": {"method": method}})
                     cells.append(CellSpec(name=self.product.name.format(architecture=arch, method=method),
-                                          overrides=over))
+                                          overrides=over, seeds=self.product.seeds))
+        cells = [c for cell in cells for c in cell.expand()]
         names = [c.name for c in cells]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -386,9 +421,37 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
                   "else the numpy reference)."]
         if notes:
             lines += ["", "Not deployed:", ""] + notes
+    lines += _seed_groups(rows, views)
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+_SEEDED = re.compile(r"^(.+)-seed(\d+)$")
+
+
+def _seed_groups(rows: list[CellResult], views: list[str]) -> list[str]:
+    """Mean, sample standard deviation and range per view over the cells ``NAME-seedS`` of each
+    NAME (a cell named plain NAME counts as one more seed of it); groups of two or more only."""
+    import statistics
+
+    groups: dict[str, list[CellResult]] = {}
+    for r in rows:
+        m = _SEEDED.match(r["cell"])
+        groups.setdefault(m.group(1) if m else r["cell"], []).append(r)
+    groups = {g: rs for g, rs in groups.items() if len(rs) > 1}
+    if not groups:
+        return []
+    lines = ["", "Over seeds (test accuracy; sd = sample standard deviation, in points):", "",
+             "| cell group | seeds | view | mean | sd | min | max |", "|---|---:|---|---:|---:|---:|---:|"]
+    for g, rs in groups.items():
+        for v in views:
+            accs = [r["views"][v]["test_acc"] for r in rs if v in r["views"]]
+            if len(accs) < 2:
+                continue
+            lines.append(f"| {g} | {len(accs)} | {v} | {statistics.mean(accs):.4f} | "
+                         f"{100 * statistics.stdev(accs):.2f} | {min(accs):.4f} | {max(accs):.4f} |")
+    return lines
 
 
 def _deploy_cells(r: CellResult) -> list[str]:

@@ -123,6 +123,30 @@ def test_report_tabulates_finished_cells_and_trains_nothing(tmp_path, capsys):
     assert [r["cell"] for r in rows] == ["teacher", "mlp-bnn"]
 
 
+def test_seeds_expand_cells_and_the_table_gives_each_group_over_its_seeds(tmp_path):
+    body = ('[[cells]]\nname = "fp"\nseeds = [0, 3]\noverrides = { binarization = { enabled = false } }\n'
+            '[product]\narchitectures = ["mlp"]\nmethods = ["bnn"]\nname = "{method}"\nseeds = [1, 2, 5]\n')
+    path = write_grid(tmp_path, body)
+    grid, cells, out = load_grid(path)
+    assert [c.name for c, _ in cells] == ["fp-seed0", "fp-seed3", "bnn-seed1", "bnn-seed2", "bnn-seed5"]
+    assert [r.spec.training.seed for _, r in cells] == [0, 3, 1, 2, 5]
+    assert cells[1][1].spec.binarization.enabled is False and cells[4][1].spec.binarization.method == "bnn"
+    rows, _ = run_grid(path, progress=False)
+    accs = [r["test_acc"] for r in rows[2:]]
+    mean = sum(accs) / 3
+    sd = (sum((a - mean) ** 2 for a in accs) / 2) ** 0.5
+    md = (out / "compare.md").read_text()
+    assert "Over seeds" in md
+    assert f"| bnn | 3 | full | {mean:.4f} | {100 * sd:.2f} | {min(accs):.4f} | {max(accs):.4f} |" in md
+    assert "| fp | 2 | full |" in md
+
+
+@pytest.mark.parametrize("seeds,match", [("[1, 1]", "seeds repeat"), ("[-1]", "non-negative")])
+def test_bad_seeds_fail_before_training(tmp_path, seeds, match):
+    with pytest.raises(SpecError, match=match):
+        load_grid(write_grid(tmp_path, f'[[cells]]\nname = "a"\nseeds = {seeds}\n'))
+
+
 def test_jobs_train_cells_in_processes_after_the_cells_they_need(tmp_path, capsys):
     path = write_grid(tmp_path, GRID)
     assert main(["compare", str(path), "--jobs", "3", "-q"]) == 0
