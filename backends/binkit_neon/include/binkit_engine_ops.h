@@ -747,14 +747,14 @@ BK_ATTR static void BK_FN(bk_bconv_trans8)(const bk_op *op, const uint64_t *A, s
             __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
             for (size_t k = 0; k < K; ++k) {
                 const __m512i wv = _mm512_loadu_si512((const void *)(w + k * 8));
-                c0 = _mm512_add_epi64(c0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a0[k]), wv)));
-                c1 = _mm512_add_epi64(c1, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a1[k]), wv)));
-                c2 = _mm512_add_epi64(c2, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a2[k]), wv)));
-                c3 = _mm512_add_epi64(c3, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a3[k]), wv)));
-                c4 = _mm512_add_epi64(c4, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a4[k]), wv)));
-                c5 = _mm512_add_epi64(c5, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a5[k]), wv)));
-                c6 = _mm512_add_epi64(c6, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a6[k]), wv)));
-                c7 = _mm512_add_epi64(c7, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a7[k]), wv)));
+                c0 = bk_xpc_avx512(c0, a0[k], wv);
+                c1 = bk_xpc_avx512(c1, a1[k], wv);
+                c2 = bk_xpc_avx512(c2, a2[k], wv);
+                c3 = bk_xpc_avx512(c3, a3[k], wv);
+                c4 = bk_xpc_avx512(c4, a4[k], wv);
+                c5 = bk_xpc_avx512(c5, a5[k], wv);
+                c6 = bk_xpc_avx512(c6, a6[k], wv);
+                c7 = bk_xpc_avx512(c7, a7[k], wv);
             }
             const int32_t *t = op->tthr + r * 8 * O + ob * 8;
 #define BK_T8(j, c)                                                                                                  \

@@ -206,6 +206,12 @@ BK_TARGET_AVX2 static inline uint32_t bk_gtmask16_avx2(const int32_t *c, const i
            ((uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(g1)) << 8);
 }
 
+/* acc + popcount(broadcast(a) ^ w) per 64-bit lane: one step of the binary dot products. */
+BK_TARGET_AVX512 static inline __attribute__((always_inline)) __m512i bk_xpc_avx512(__m512i acc, uint64_t a,
+                                                                                     __m512i w) {
+    return _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a), w)));
+}
+
 BK_TARGET_AVX512 static inline uint32_t bk_gtmask16_avx512(const int32_t *c, const int32_t *t) {
     return (uint32_t)_mm512_cmpgt_epi32_mask(_mm512_loadu_si512((const void *)c), _mm512_loadu_si512((const void *)t));
 }
@@ -384,10 +390,10 @@ BK_TARGET_AVX512 static inline __attribute__((always_inline)) void bk_gemm_avx51
             __m512i r0 = _mm512_setzero_si512(), r1 = r0, r2 = r0, r3 = r0;
             for (size_t k = 0; k < K; ++k) {
                 const __m512i wv = _mm512_loadu_si512((const void *)(w + k * 8));
-                r0 = _mm512_add_epi64(r0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a0[k]), wv)));
-                r1 = _mm512_add_epi64(r1, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a1[k]), wv)));
-                r2 = _mm512_add_epi64(r2, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a2[k]), wv)));
-                r3 = _mm512_add_epi64(r3, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a3[k]), wv)));
+                r0 = bk_xpc_avx512(r0, a0[k], wv);
+                r1 = bk_xpc_avx512(r1, a1[k], wv);
+                r2 = bk_xpc_avx512(r2, a2[k], wv);
+                r3 = bk_xpc_avx512(r3, a3[k], wv);
             }
             _mm256_storeu_si256((__m256i *)(c0 + ob * 8), _mm512_cvtepi64_epi32(r0));
             _mm256_storeu_si256((__m256i *)(c0 + ldc + ob * 8), _mm512_cvtepi64_epi32(r1));
@@ -435,8 +441,8 @@ BK_TARGET_AVX512 static inline __attribute__((always_inline)) void bk_gemm_avx51
             __m512i r0 = _mm512_setzero_si512(), r1 = r0;
             for (size_t k = 0; k < K; ++k) {
                 const __m512i wv = _mm512_loadu_si512((const void *)(w + k * 8));
-                r0 = _mm512_add_epi64(r0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a0[k]), wv)));
-                r1 = _mm512_add_epi64(r1, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64((long long)a1[k]), wv)));
+                r0 = bk_xpc_avx512(r0, a0[k], wv);
+                r1 = bk_xpc_avx512(r1, a1[k], wv);
             }
             _mm256_storeu_si256((__m256i *)(c0 + ob * 8), _mm512_cvtepi64_epi32(r0));
             _mm256_storeu_si256((__m256i *)(c1 + ob * 8), _mm512_cvtepi64_epi32(r1));
