@@ -83,7 +83,7 @@ def main() -> int:
             if args.last and (r / "checkpoints" / "last.pt").is_file():
                 entries.append((r.name + "@last", r, True))
     trees = [args.original, *args.renders]
-    data_by_tree = {}
+    data_by = {}  # (tree, features) -> splits: runs with other features get their own
     table = {}  # label -> tree -> (acc by view, clips)
     for label, run, last in entries:
         model, meta = load_checkpoint(run / "model.pt")
@@ -92,20 +92,20 @@ def main() -> int:
             model.load_state_dict(state["model"])
         resolved = meta["resolved"]
         views = list(resolved.views) or [None]
-        run = label
-        table[run] = {}
+        table[label] = {}
         for tree in trees:
-            if tree not in data_by_tree:
+            key = (tree, resolved.spec.features.model_dump_json())
+            if key not in data_by:
                 params = resolved.dataset_params.model_copy(update={"root": str(tree)})
-                data_by_tree[tree] = resolved.dataset.factory(params, resolved.spec.features)
-            data = data_by_tree[tree]
+                data_by[key] = resolved.dataset.factory(params, resolved.spec.features)
+            data = data_by[key]
             if list(data.labels) != list(meta["labels"]):
-                raise SystemExit(f"{run}: labels differ from {tree}'s")
-            table[run][tree] = (evaluate(model, data, views, split="test"), len(data.splits["test"]))
+                raise SystemExit(f"{label}: labels differ from {tree}'s")
+            table[label][tree] = (evaluate(model, data, views, split="test"), len(data.splits["test"]))
         print(f"{label}: done", file=sys.stderr, flush=True)
     runs = [label for label, _, _ in entries]
 
-    n = {t: len(data_by_tree[t].splits["test"]) for t in trees}
+    n = {t: table[runs[0]][t][1] for t in trees}
     total = sum(n.values())
     print(f"Test clips: {', '.join(f'{t.name} {n[t]}' for t in trees)}; pooled {total}.\n")
     print("| run | view | " + " | ".join(t.name for t in trees) + " | pooled |")
