@@ -23,6 +23,19 @@ Prints Markdown tables: accuracy per run and tree, then per method (cell name wi
 run's final-epoch weights (``checkpoints/last.pt``) as ``NAME@last``, to see what checkpoint
 selection on a small validation split adds to the seed-to-seed spread. Rewrites the render trees'
 ``testing_list.txt`` and ``validation_list.txt`` (the originals are kept as ``*.orig``).
+
+Scoring where the trees are not (a GPU machine that trained the runs but cannot synthesize):
+``--features PACK.pt`` with the trees writes their test splits as the exact feature tensors the
+runs are evaluated on (taken with the first run's features; 5 MiB for five trees); with no trees
+it scores the runs on such a pack. ``--save FILE.json`` keeps the scores, and ``--scores
+FILE.json ...`` prints the tables from saved scores (several files merge) without scoring::
+
+    python benchmarks/heldout_renders.py data/speech_commands_synth_full \\
+        data/speech_commands_synth_full_seed{1,2,3,4} --features heldout.pt --runs runs/bifsmn-full/bifsmn
+    # on the other machine, beside the runs:
+    python benchmarks/heldout_renders.py --features heldout.pt --runs RUNS... --jobs 15 --save scores.json
+    # back here:
+    python benchmarks/heldout_renders.py --scores scores.json
 """
 
 from __future__ import annotations
@@ -61,54 +74,60 @@ def relist(original: Path, render: Path) -> dict[str, int]:
     return counts
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("original", type=Path, help="the corpus the runs trained on")
-    ap.add_argument("renders", type=Path, nargs="+", help="corpora of the same voices, other seeds")
-    ap.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (model.pt)")
-    ap.add_argument("--last", action="store_true", help="also the final-epoch weights (checkpoints/last.pt)")
-    args = ap.parse_args()
+def test_splits(original: Path, renders: list[Path], run: Path) -> dict:
+    """The test split of every tree as the feature tensors ``run`` is evaluated on."""
+    import torch
+
+    from binkit.train import load_checkpoint
+
+    _, meta = load_checkpoint(run / "model.pt")
+    resolved = meta["resolved"]
+    pack = {"labels": list(meta["labels"]), "features": resolved.spec.features.model_dump_json(), "trees": {}}
+    for tree in (original, *renders):
+        params = resolved.dataset_params.model_copy(update={"root": str(tree)})
+        data = resolved.dataset.factory(params, resolved.spec.features)
+        if list(data.labels) != pack["labels"]:
+            raise SystemExit(f"{tree}: labels differ from {run}'s")
+        xs, ys = zip(*data.batches("test", 256))
+        pack["trees"][tree.name] = (torch.cat(xs).contiguous(), torch.cat(ys).contiguous())
+    return pack
+
+
+def score_run(job: tuple[Path, bool, dict, bool]) -> dict[str, list]:
+    """``{tree: [accuracy by view, clips]}`` of one run (its final-epoch weights if asked)."""
+    import torch
 
     from binkit.train import load_checkpoint
     from binkit.train.trainer import evaluate
 
-    for render in args.renders:
-        print(f"{render}: lists rewritten, {relist(args.original, render)} clips", file=sys.stderr)
-    import torch
+    run, last, pack, one_thread = job
+    if one_thread:  # one of several processes
+        torch.set_num_threads(1)
+    model, meta = load_checkpoint(run / "model.pt")
+    if last:
+        state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+    resolved = meta["resolved"]
+    if list(meta["labels"]) != pack["labels"]:
+        raise SystemExit(f"{run}: its labels differ from the test splits'")
+    if resolved.spec.features.model_dump_json() != pack["features"]:
+        raise SystemExit(f"{run}: its features differ from the test splits' (make a pack from one of its runs)")
+    views = list(resolved.views) or [None]
+    return {tree: [evaluate(model, torch.utils.data.TensorDataset(x, y), views), len(y)]
+            for tree, (x, y) in pack["trees"].items()}
 
-    entries = []  # (label, run folder, final-epoch weights?)
-    for r in args.runs:
-        if (r / "model.pt").is_file():
-            entries.append((r.name, r, False))
-            if args.last and (r / "checkpoints" / "last.pt").is_file():
-                entries.append((r.name + "@last", r, True))
-    trees = [args.original, *args.renders]
-    data_by = {}  # (tree, features) -> splits: runs with other features get their own
-    table = {}  # label -> tree -> (acc by view, clips)
-    for label, run, last in entries:
-        model, meta = load_checkpoint(run / "model.pt")
-        if last:
-            state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-        resolved = meta["resolved"]
-        views = list(resolved.views) or [None]
-        table[label] = {}
-        for tree in trees:
-            key = (tree, resolved.spec.features.model_dump_json())
-            if key not in data_by:
-                params = resolved.dataset_params.model_copy(update={"root": str(tree)})
-                data_by[key] = resolved.dataset.factory(params, resolved.spec.features)
-            data = data_by[key]
-            if list(data.labels) != list(meta["labels"]):
-                raise SystemExit(f"{label}: labels differ from {tree}'s")
-            table[label][tree] = (evaluate(model, data, views, split="test"), len(data.splits["test"]))
-        print(f"{label}: done", file=sys.stderr, flush=True)
-    runs = [label for label, _, _ in entries]
 
+def report(table: dict[str, dict[str, list]]) -> None:
+    """Print the tables from ``{label: {tree: [accuracy by view, clips]}}``."""
+    runs = list(table)
+    trees = list(table[runs[0]])
+    for run in runs:
+        if list(table[run]) != trees:
+            raise SystemExit(f"{run}: scored on {list(table[run])}, not on {trees}")
     n = {t: table[runs[0]][t][1] for t in trees}
     total = sum(n.values())
-    print(f"Test clips: {', '.join(f'{t.name} {n[t]}' for t in trees)}; pooled {total}.\n")
-    print("| run | view | " + " | ".join(t.name for t in trees) + " | pooled |")
+    print(f"Test clips: {', '.join(f'{t} {n[t]}' for t in trees)}; pooled {total}.\n")
+    print("| run | view | " + " | ".join(trees) + " | pooled |")
     print("|---|---|" + "---:|" * (len(trees) + 1))
     pooled: dict[tuple[str, str], float] = {}
     for run in runs:
@@ -135,17 +154,96 @@ def main() -> int:
     for variant in ("", "@last"):
         if "bifsmn" + variant not in methods:
             continue
-        base = {s: p for s, _, p in methods["bifsmn" + variant]}
-        print(f"\n| BiFSMN{variant} minus | per seed, pooled (points) | mean | sd | paired t |\n|---|---|---:|---:|---:|")
-        for name, rows in methods.items():
-            if name == "bifsmn" + variant or len(rows) < 2 or name.endswith("@last") != bool(variant):
-                continue
-            d = [100 * (base[s] - p) for s, _, p in rows if s in base]
-            if len(d) < 2:
-                continue
-            sd = statistics.stdev(d)
-            t = statistics.mean(d) / (sd / len(d) ** 0.5) if sd else float("inf")
-            print(f"| {name} | " + ", ".join(f"{x:+.2f}" for x in d) + f" | {statistics.mean(d):+.2f} | {sd:.2f} | {t:+.2f} |")
+        for col, which in ((1, "original test"), (2, "pooled")):
+            base = {r[0]: r[col] for r in methods["bifsmn" + variant]}
+            print(f"\n| BiFSMN{variant} minus | per seed, {which} (points) | mean | sd | paired t |"
+                  "\n|---|---|---:|---:|---:|")
+            for name, rows in methods.items():
+                if name == "bifsmn" + variant or len(rows) < 2 or name.endswith("@last") != bool(variant):
+                    continue
+                d = [100 * (base[r[0]] - r[col]) for r in rows if r[0] in base]
+                if len(d) < 2:
+                    continue
+                sd = statistics.stdev(d)
+                t = statistics.mean(d) / (sd / len(d) ** 0.5) if sd else float("inf")
+                print(f"| {name} | " + ", ".join(f"{x:+.2f}" for x in d) + f" | {statistics.mean(d):+.2f} | {sd:.2f} | {t:+.2f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("trees", type=Path, nargs="*",
+                    help="the corpus the runs trained on, then corpora of the same voices from other seeds")
+    ap.add_argument("--runs", type=Path, nargs="+", default=[], help="run folders (model.pt)")
+    ap.add_argument("--last", action="store_true", help="also the final-epoch weights (checkpoints/last.pt)")
+    ap.add_argument("--features", type=Path, metavar="PACK",
+                    help="with trees: write their test splits to PACK; without: score the runs on PACK")
+    ap.add_argument("--jobs", type=int, default=1, help="score this many runs at once (processes)")
+    ap.add_argument("--save", type=Path, metavar="JSON", help="write the scores here")
+    ap.add_argument("--scores", type=Path, nargs="+", metavar="JSON", help="print the tables of saved scores")
+    args = ap.parse_args(argv)
+
+    if args.scores:
+        if args.trees or args.runs:
+            ap.error("--scores tabulates saved scores: give no trees or runs with it")
+        table: dict[str, dict[str, list]] = {}
+        for f in args.scores:
+            table.update(json.loads(f.read_text()))
+        report(table)
+        return 0
+    if not args.runs:
+        ap.error("--runs is required (or --scores)")
+    if len(args.trees) == 1:
+        ap.error("give the original tree and at least one render")
+    import torch
+
+    if args.trees:
+        for render in args.trees[1:]:
+            print(f"{render}: lists rewritten, {relist(args.trees[0], render)} clips", file=sys.stderr)
+    from binkit.train import load_checkpoint
+
+    runs = [r for r in args.runs if (r / "model.pt").is_file()]
+    if not runs:
+        ap.error("no run among --runs has a model.pt")
+    packs = {}  # features (JSON) -> test splits; runs with other features get their own
+    if args.trees:
+        for render in args.trees[1:]:
+            print(f"{render}: lists rewritten, {relist(args.trees[0], render)} clips", file=sys.stderr)
+        for r in runs:
+            features = load_checkpoint(r / "model.pt")[1]["resolved"].spec.features.model_dump_json()
+            if features not in packs:
+                packs[features] = test_splits(args.trees[0], args.trees[1:], r)
+        if args.features:
+            pack = next(iter(packs.values()))
+            tmp = args.features.with_name(args.features.name + ".part")
+            torch.save(pack, tmp)
+            tmp.replace(args.features)
+            print(f"{args.features}: test splits of {len(pack['trees'])} trees, features of {runs[0]}",
+                  file=sys.stderr)
+    elif args.features:
+        pack = torch.load(args.features, weights_only=False)
+        packs[pack["features"]] = pack
+    else:
+        ap.error("give the trees, or --features PACK made from them")
+
+    jobs = []  # (label, (run folder, final-epoch weights?, test splits, one thread?))
+    one = args.jobs > 1
+    for r in runs:
+        pack = packs.get(load_checkpoint(r / "model.pt")[1]["resolved"].spec.features.model_dump_json())
+        pack = pack or next(iter(packs.values()))  # score_run names the mismatch
+        jobs.append((r.name, (r, False, pack, one)))
+        if args.last and (r / "checkpoints" / "last.pt").is_file():
+            jobs.append((r.name + "@last", (r, True, pack, one)))
+    if one:
+        from multiprocessing import get_context
+
+        with get_context("spawn").Pool(args.jobs) as pool:
+            scores = pool.map(score_run, [job for _, job in jobs])
+    else:
+        scores = [score_run(job) for _, job in jobs]
+    table = {label: s for (label, _), s in zip(jobs, scores)}
+    if args.save:
+        args.save.write_text(json.dumps(table, indent=1) + "\n")
+    report(table)
     return 0
 
 

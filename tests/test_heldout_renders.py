@@ -58,3 +58,115 @@ def test_relist_refuses_a_corpus_of_other_voices(tmp_path):
     fake_corpus(tmp_path / "other", {"a": "a1", "z": "z1"}, {"a": "training", "z": "testing"})
     with pytest.raises(SystemExit, match="not a render of the same voices"):
         mod.relist(tmp_path / "orig", tmp_path / "other")
+
+
+TINY = """
+name = "heldout-tiny"
+[data]
+dataset = "tones"
+params = { num_classes = 3, train_per_class = 8, val_per_class = 4, test_per_class = 6 }
+[model]
+architecture = "small_cnn"
+params = { channels = 8, blocks = 2 }
+[training]
+epochs = 1
+batch_size = 8
+"""
+
+
+def tiny_run(tmp_path: Path, name: str, spec: str = TINY) -> Path:
+    from binkit.cli import main
+
+    (tmp_path / f"{name}.toml").write_text(spec)
+    assert main(["train", str(tmp_path / f"{name}.toml"), "-o", str(tmp_path / name), "-q"]) == 0
+    return tmp_path / name
+
+
+def test_scores_from_a_features_pack_equal_the_trainers_evaluation(tmp_path, capsys):
+    import torch
+
+    from binkit.train import load_checkpoint
+    from binkit.train.trainer import evaluate
+
+    mod = load_script()
+    run = tiny_run(tmp_path, "bifsmn-seed0")
+    model, meta = load_checkpoint(run / "model.pt")
+    resolved = meta["resolved"]
+    data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+    xs, ys = zip(*data.batches("test", 5))
+    x, y = torch.cat(xs), torch.cat(ys)
+    # a second "tree": the same clips, the first four labels moved to another class
+    y2 = y.clone()
+    y2[:4] = (y2[:4] + 1) % 3
+    pack = {"labels": list(meta["labels"]), "features": resolved.spec.features.model_dump_json(),
+            "trees": {"orig": (x, y), "render1": (x, y2)}}
+    torch.save(pack, tmp_path / "pack.pt")
+    capsys.readouterr()
+    assert mod.main(["--features", str(tmp_path / "pack.pt"), "--runs", str(run),
+                     "--save", str(tmp_path / "s.json")]) == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    want = evaluate(model, data, [None], split="test")["full"]
+    orig, render = scores["bifsmn-seed0"]["orig"], scores["bifsmn-seed0"]["render1"]
+    assert orig == [{"full": want}, len(y)]
+    with torch.no_grad():
+        out = model.eval()(x)
+    pred = getattr(out, "logits", out).argmax(-1)
+    assert int((pred != y).sum()) < len(y)  # the relabelled clips change the score
+    assert render == [{"full": int((pred == y2).sum()) / len(y)}, len(y)]
+    out = capsys.readouterr().out
+    assert f"Test clips: orig {len(y)}, render1 {len(y)}; pooled {2 * len(y)}" in out
+    # --scores prints the same tables from the saved file
+    assert mod.main(["--scores", str(tmp_path / "s.json")]) == 0
+    assert capsys.readouterr().out == out
+    # several processes (a second run: its own row) give the same scores
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(run, tmp_path / "bnn-seed0")
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "heldout_renders.py"), "--features",
+                    str(tmp_path / "pack.pt"), "--runs", str(run), str(tmp_path / "bnn-seed0"), "--jobs", "2",
+                    "--save", str(tmp_path / "s2.json")], check=True, capture_output=True, cwd=tmp_path)
+    scores2 = json.loads((tmp_path / "s2.json").read_text())
+    assert scores2 == {"bifsmn-seed0": scores["bifsmn-seed0"], "bnn-seed0": scores["bifsmn-seed0"]}
+
+
+def test_a_run_with_other_features_is_refused_by_name(tmp_path):
+    import torch
+
+    mod = load_script()
+    run = tiny_run(tmp_path, "r")
+    pack = {"labels": ["a", "b", "c"], "features": "{}", "trees": {"orig": (torch.zeros(1), torch.zeros(1))}}
+    torch.save(pack, tmp_path / "pack.pt")
+    with pytest.raises(SystemExit, match="labels differ"):
+        mod.main(["--features", str(tmp_path / "pack.pt"), "--runs", str(run)])
+    from binkit.train import load_checkpoint
+
+    pack["labels"] = list(load_checkpoint(run / "model.pt")[1]["labels"])
+    torch.save(pack, tmp_path / "pack.pt")
+    with pytest.raises(SystemExit, match="its features differ"):
+        mod.main(["--features", str(tmp_path / "pack.pt"), "--runs", str(run)])
+
+
+def test_report_pools_by_clips_and_pairs_the_seeds(capsys):
+    mod = load_script()
+
+    def row(acc_a, acc_b):  # tree a has 100 clips, tree b 300
+        return {"a": [{"8": acc_a}, 100], "b": [{"8": acc_b}, 300]}
+
+    mod.report({"bifsmn-seed0": row(0.90, 0.98), "bifsmn-seed1": row(0.94, 0.94),
+                "bnn-seed0": row(0.90, 0.94), "bnn-seed1": row(0.92, 0.92)})
+    out = capsys.readouterr().out
+    assert "| bifsmn-seed0 | 8 | 0.9000 | 0.9800 | 0.9600 |" in out  # (90 + 294) / 400
+    assert "| bifsmn | 2 | 0.9200 | 0.0283 | 0.9500 | 0.0141 |" in out
+    # pooled: bnn 0.93 and 0.92 -> differences +3.00 and +2.00 points, t = 2.5 / (0.7071 / sqrt 2) = 5
+    assert "| bnn | +3.00, +2.00 | +2.50 | 0.71 | +5.00 |" in out
+    # original test (tree a): +0.00 and +2.00 points
+    assert "| bnn | +0.00, +2.00 | +1.00 | 1.41 | +1.00 |" in out
+
+
+def test_scores_and_runs_do_not_mix(tmp_path, capsys):
+    mod = load_script()
+    with pytest.raises(SystemExit):
+        mod.main(["--scores", str(tmp_path / "s.json"), "--runs", str(tmp_path)])
+    assert "give no trees or runs" in capsys.readouterr().err

@@ -216,10 +216,16 @@ class CellResult(dict):
 
 def _row(cell: CellSpec, resolved, run: Path, seconds: float, skipped: bool) -> CellResult:
     from binkit.nn.summary import summary
-    from binkit.train.build import load_checkpoint
+    from binkit.train.build import build_model, load_checkpoint
 
-    model, meta = load_checkpoint(run / "model.pt")
     result = json.loads((run / "result.json").read_text())
+    if (run / "model.pt").is_file():
+        model, _ = load_checkpoint(run / "model.pt")
+    elif "feature_shape" in result:  # weights left elsewhere (a GPU machine): the counts need only the shape
+        model = build_model(resolved, len(result["labels"]), tuple(result["feature_shape"]))
+    else:
+        raise FileNotFoundError(f"{run}: model.pt is missing and result.json (written before "
+                                "feature_shape was recorded) cannot rebuild the model")
     spec = resolved.spec
     views = result.get("views") or ["full"]
     per_view = {}
@@ -314,7 +320,9 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
     ``compare.png`` to the grid's output folder. Returns ``(rows, out folder)``.
 
     ``train=False`` trains nothing: the tables hold the finished cells only (cells trained
-    elsewhere, or by several ``--only`` processes side by side), and the others are named.
+    elsewhere, or by several ``--only`` processes side by side), and the others are named. A
+    finished cell whose ``model.pt`` stayed where it trained is counted from its spec and the
+    ``feature_shape`` in its ``result.json`` (runs before that field are named and left out).
     ``jobs > 1`` trains up to that many cells at once, each in its own process (for example
     several small models sharing one GPU), writing ``<out>/logs/<cell>.log``; a cell that takes
     another's ``{run:NAME}`` waits for it."""
@@ -364,7 +372,11 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
                 _write_outputs(grid, rows, out)
                 continue
             seconds = time.perf_counter() - t0
-        row = _row(cell, resolved, run, seconds, finished)
+        try:
+            row = _row(cell, resolved, run, seconds, finished)
+        except FileNotFoundError as exc:
+            print(f"[{i + 1}/{len(cells)}] {cell.name}: finished, left out of the table: {exc}", flush=True)
+            continue
         if grid.deploy:
             print(f"[{i + 1}/{len(cells)}] {cell.name}: export and runtime measurement", flush=True)
             row["deploy"] = _deploy(run)

@@ -472,7 +472,7 @@ def _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume) -> Tra
         atomic_write_text(out / "result.json", json.dumps({
             "name": spec.name, "best_epoch": best_epoch, "val_acc": val_best, "test_acc": test,
             "seconds": result.seconds, "labels": result.labels, "views": result.extra["views"],
-            "world_size": ctx.world_size, "data": data.info or {},
+            "world_size": ctx.world_size, "feature_shape": list(data.feature_shape), "data": data.info or {},
         }, indent=2) + "\n")
         log.line(f"[{spec.name}] selected epoch {best_epoch}; test accuracy " +
                  " ".join(f"{k}={v:.4f}" for k, v in test.items()))

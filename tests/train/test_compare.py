@@ -123,6 +123,26 @@ def test_report_tabulates_finished_cells_and_trains_nothing(tmp_path, capsys):
     assert [r["cell"] for r in rows] == ["teacher", "mlp-bnn"]
 
 
+def test_report_rebuilds_the_counts_of_cells_whose_weights_stayed_elsewhere(tmp_path, capsys):
+    path = write_grid(tmp_path, GRID)
+    assert main(["compare", str(path), "--only", "teacher,mlp-bnn,mlp-bireal", "-q"]) == 0
+    capsys.readouterr()
+    full = {r["cell"]: r for r in json.loads((tmp_path / "out" / "compare.json").read_text())}
+    # mlp-bnn's weights stayed on the machine that trained it; its result records the shape
+    (tmp_path / "out" / "mlp-bnn" / "model.pt").unlink()
+    # mlp-bireal's result predates feature_shape: it cannot be rebuilt and is left out, named
+    (tmp_path / "out" / "mlp-bireal" / "model.pt").unlink()
+    result = tmp_path / "out" / "mlp-bireal" / "result.json"
+    result.write_text(json.dumps({k: v for k, v in json.loads(result.read_text()).items() if k != "feature_shape"}))
+    assert main(["compare", str(path), "--report", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "mlp-bireal: finished, left out of the table" in out and "model.pt is missing" in out
+    rows = {r["cell"]: r for r in json.loads((tmp_path / "out" / "compare.json").read_text())}
+    assert list(rows) == ["teacher", "mlp-bnn"]
+    for key in ("test_acc", "params", "memory_kib", "views"):
+        assert rows["mlp-bnn"][key] == full["mlp-bnn"][key]
+
+
 def test_seeds_expand_cells_and_the_table_gives_each_group_over_its_seeds(tmp_path):
     body = ('[[cells]]\nname = "fp"\nseeds = [0, 3]\noverrides = { binarization = { enabled = false } }\n'
             '[product]\narchitectures = ["mlp"]\nmethods = ["bnn"]\nname = "{method}"\nseeds = [1, 2, 5]\n')

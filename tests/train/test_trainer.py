@@ -41,6 +41,7 @@ class TestFit:
         assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
         saved = json.loads((run / "result.json").read_text())
         assert saved["test_acc"] == result.test_acc and saved["best_epoch"] == result.best_epoch
+        assert saved["feature_shape"] == list(tiny_data.feature_shape)  # rebuilds the model without its weights
         assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
     def test_same_seed_same_result(self, tiny_data):
