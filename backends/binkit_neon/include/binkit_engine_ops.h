@@ -1140,7 +1140,6 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     /* hoisted: the float stores below may alias the op as far as the compiler knows */
     const int64_t Wo = op->Wo, out_sw = op->out_sw, sw = op->sw, dw = op->dw, pl = op->pl, kw = op->kw;
     const uint32_t *const wm = op->wm;
-    const int32_t *const thr = op->thr;
     const float *const mult = op->mult, *const offs = op->offs;
     const int bits_out = op->bits_out;
     if (five) {
@@ -1322,8 +1321,6 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw2)(const bk_op *op,
     const int64_t sh = op->sh, sw = op->sw, dh = op->dh, dw = op->dw, pt = op->pt, pl = op->pl;
     const int64_t kh = op->kh, kw = op->kw;
     const uint32_t *const wm = op->wm;
-    const int32_t *const thr = op->thr;
-    const float *const mult = op->mult, *const offs = op->offs;
     const int bits_out = op->bits_out;
     const int64_t C16 = C & ~(int64_t)15;
     for (int64_t oy = 0; oy < Ho; ++oy) {
