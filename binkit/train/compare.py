@@ -253,7 +253,7 @@ def _finished(run: Path, resolved) -> bool:
         and (run / "spec.toml").read_text() == spec_to_toml(resolved.spec)
 
 
-def cell_dependencies(cell: CellSpec) -> set[str]:
+def _cell_dependencies(cell: CellSpec) -> set[str]:
     """Names of the cells whose ``model.pt`` this cell takes (``"{run:NAME}"`` in its overrides)."""
     return set(_RUN_REF.findall(json.dumps(cell.overrides)))
 
@@ -267,7 +267,7 @@ def _train_in_processes(path: Path, cells: list[tuple[CellSpec, Any]], out: Path
     import sys
 
     names = {c.name for c, _ in cells}
-    deps = {c.name: cell_dependencies(c) & names for c, _ in cells}
+    deps = {c.name: _cell_dependencies(c) & names for c, _ in cells}
     queue = [c.name for c, _ in cells]
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
