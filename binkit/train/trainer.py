@@ -287,7 +287,12 @@ def fit(spec: ExperimentSpec | ResolvedExperiment, out_dir: str | Path | None = 
     t = spec.training
     ctx: DistContext = init_distributed(t.device)
     try:
-        return _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume)
+        result = _fit(resolved, spec, spec_toml, ctx, out_dir, progress, data, resume)
+        # every rank waits for rank 0's outputs before the group goes: a rank that tore gloo down
+        # while rank 0 still wrote aborted now and then on a loaded machine ("terminate called
+        # without an active exception", SIGABRT), failing the run after its results were saved
+        ctx.barrier()
+        return result
     finally:
         ctx.shutdown()
 
