@@ -196,27 +196,24 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give the original tree and at least one render")
     import torch
 
-    if args.trees:
-        for render in args.trees[1:]:
-            print(f"{render}: lists rewritten, {relist(args.trees[0], render)} clips", file=sys.stderr)
+    from binkit.atomic import atomic_path, atomic_write_text
     from binkit.train import load_checkpoint
 
     runs = [r for r in args.runs if (r / "model.pt").is_file()]
     if not runs:
         ap.error("no run among --runs has a model.pt")
+    features = {r: load_checkpoint(r / "model.pt")[1]["resolved"].spec.features.model_dump_json() for r in runs}
     packs = {}  # features (JSON) -> test splits; runs with other features get their own
     if args.trees:
         for render in args.trees[1:]:
             print(f"{render}: lists rewritten, {relist(args.trees[0], render)} clips", file=sys.stderr)
         for r in runs:
-            features = load_checkpoint(r / "model.pt")[1]["resolved"].spec.features.model_dump_json()
-            if features not in packs:
-                packs[features] = test_splits(args.trees[0], args.trees[1:], r)
+            if features[r] not in packs:
+                packs[features[r]] = test_splits(args.trees[0], args.trees[1:], r)
         if args.features:
-            pack = next(iter(packs.values()))
-            tmp = args.features.with_name(args.features.name + ".part")
-            torch.save(pack, tmp)
-            tmp.replace(args.features)
+            pack = packs[features[runs[0]]]
+            with atomic_path(args.features) as tmp:
+                torch.save(pack, tmp)
             print(f"{args.features}: test splits of {len(pack['trees'])} trees, features of {runs[0]}",
                   file=sys.stderr)
     elif args.features:
@@ -228,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = []  # (label, (run folder, final-epoch weights?, test splits, one thread?))
     one = args.jobs > 1
     for r in runs:
-        pack = packs.get(load_checkpoint(r / "model.pt")[1]["resolved"].spec.features.model_dump_json())
-        pack = pack or next(iter(packs.values()))  # score_run names the mismatch
+        pack = packs.get(features[r]) or next(iter(packs.values()))  # score_run names the mismatch
         jobs.append((r.name, (r, False, pack, one)))
         if args.last and (r / "checkpoints" / "last.pt").is_file():
             jobs.append((r.name + "@last", (r, True, pack, one)))
@@ -242,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = [score_run(job) for _, job in jobs]
     table = {label: s for (label, _), s in zip(jobs, scores)}
     if args.save:
-        args.save.write_text(json.dumps(table, indent=1) + "\n")
+        atomic_write_text(args.save, json.dumps(table, indent=1) + "\n")
     report(table)
     return 0
 
