@@ -169,4 +169,68 @@ def test_scores_and_runs_do_not_mix(tmp_path, capsys):
     mod = load_script()
     with pytest.raises(SystemExit):
         mod.main(["--scores", str(tmp_path / "s.json"), "--runs", str(tmp_path)])
-    assert "give no trees or runs" in capsys.readouterr().err
+    assert "give no trees, runs or --snr" in capsys.readouterr().err
+
+
+def speech_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A speech_commands tree (tests/data's crafted one, with a noise file) and a 1-epoch run on it."""
+    from binkit.cli import main
+
+    spec = importlib.util.spec_from_file_location("sc_dataset_tests",
+                                                  ROOT / "tests" / "data" / "test_speech_commands_dataset.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    helpers.make_tree(tmp_path / "tree")
+    (tmp_path / "s.toml").write_text(f"""
+[data]
+dataset = "speech_commands"
+params = {{ root = "{tmp_path / 'tree'}", cache_dir = "{tmp_path / 'cache'}", jobs = 1 }}
+[model]
+architecture = "mlp"
+params = {{ hidden = 16, depth = 2 }}
+[training]
+epochs = 1
+batch_size = 8
+""")
+    assert main(["train", str(tmp_path / "s.toml"), "-o", str(tmp_path / "bifsmn-seed0"), "-q"]) == 0
+    return tmp_path / "tree", tmp_path / "bifsmn-seed0"
+
+
+def test_noisy_test_splits_are_scored_and_tabulated_apart(tmp_path, capsys):
+    import torch
+
+    mod = load_script()
+    tree, run = speech_run(tmp_path)
+    pack = mod.test_splits(tree, [], run, [300.0, 0.0])
+    assert list(pack["trees"]) == ["tree", "tree@300dB", "tree@0dB"]
+    clean, y = pack["trees"]["tree"]
+    # at 300 dB the noise is below float precision: the features are the clean ones
+    assert torch.allclose(pack["trees"]["tree@300dB"][0], clean, atol=1e-4)
+    assert torch.equal(pack["trees"]["tree@0dB"][1], y)
+    noisy = pack["trees"]["tree@0dB"][0]
+    keyword = y >= 2  # silence entries (label 0) are noise already and stay as they are
+    assert torch.equal(noisy[y == 0], clean[y == 0])
+    assert (noisy[keyword] - clean[keyword]).abs().amax(dim=(1, 2, 3)).min() > 0.1
+    # the same seed every time: a second build is identical
+    assert torch.equal(mod.test_splits(tree, [], run, [0.0])["trees"]["tree@0dB"][0], noisy)
+
+    capsys.readouterr()
+    assert mod.main([str(tree), "--snr", "300", "0", "--runs", str(run), "--save", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    scores = json.loads((tmp_path / "s.json").read_text())["bifsmn-seed0"]
+    assert list(scores) == ["tree", "tree@300dB", "tree@0dB"]
+    assert scores["tree@300dB"] == scores["tree"]
+    assert "### clean" in out and "### noise at 300 dB SNR" in out and "### noise at 0 dB SNR" in out
+    section = out.split("### noise at 0 dB SNR")[1]
+    assert f"Test clips: tree@0dB {len(y)}; pooled {len(y)}" in section
+    assert f"| bifsmn-seed0 | full | {scores['tree@0dB'][0]['full']:.4f} |" in section
+
+
+def test_snr_needs_trees_with_noise(tmp_path, capsys):
+    mod = load_script()
+    run = tiny_run(tmp_path, "r")  # the tones dataset: no waveforms, no noise files
+    with pytest.raises(SystemExit, match="needs cached waveforms and background-noise files"):
+        mod.test_splits(tmp_path, [], run, [10.0])
+    with pytest.raises(SystemExit):
+        mod.main(["--features", str(tmp_path / "pack.pt"), "--snr", "10", "--runs", str(run)])
+    assert "--snr mixes noise into the trees' clips" in capsys.readouterr().err

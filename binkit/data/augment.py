@@ -23,6 +23,9 @@ A recipe is a set of defaults for :class:`AugmentSpec`; any field given explicit
 
 ``none`` turns every operation off (validation and test never augment).
 
+:func:`mix_at_snr` is not a training recipe: it adds one noise crop to every clip at a fixed
+signal-to-noise ratio, to build a noisy test set (``benchmarks/heldout_renders.py --snr``).
+
 Definitions shared by every recipe: a noise crop is ``T`` consecutive samples of one noise file,
 the file uniform over the files, the start uniform over the positions where the crop fits. A
 shift by delay ``d`` maps ``y[t] = x[t - d]`` (``d > 0`` moves the clip later). Operations 3-5
@@ -42,12 +45,13 @@ here every position is possible.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["NUM_DRAWS", "RECIPES", "AugmentSpec", "augment_batch", "draw_uniforms"]
+__all__ = ["NUM_DRAWS", "RECIPES", "AugmentSpec", "augment_batch", "draw_uniforms", "mix_at_snr"]
 
 
 def _desc(text: str) -> dict[str, Any]:
@@ -256,6 +260,52 @@ def augment_batch(waves: torch.Tensor, noise: torch.Tensor, spec: AugmentSpec, g
     if spec.clip:
         out.clamp_(-1.0, 1.0)
     return out
+
+
+def mix_at_snr(waves: torch.Tensor, noise: torch.Tensor, snr_db: float, generator: torch.Generator, *,
+               noise_offsets: torch.Tensor | None = None, silence: torch.Tensor | None = None) -> torch.Tensor:
+    """Add one background-noise crop to every clip at a fixed signal-to-noise ratio: a noisy test set.
+
+    For clip ``x`` and crop ``n`` (file uniform over the files, start uniform where the crop fits,
+    as in :func:`augment_batch`) the result is ``clip(x + g n, -1, 1)`` with ``g`` chosen so that
+    ``10 log10(mean(x^2) / mean((g n)^2)) = snr_db``, both powers taken over the whole clip. Rows
+    flagged in ``silence`` (already noise) and all-zero clips are returned unchanged.
+
+    Args:
+        waves: ``(batch, T)`` float32 clips; never modified.
+        noise: ``(total_samples,)`` float32 background noise, files concatenated.
+        snr_db: the signal-to-noise ratio in decibels (finite).
+        generator: a CPU generator; it fixes the crops, so a seed fixes the noisy set.
+        noise_offsets: ``(num_files + 1,)`` int64 file boundaries in ``noise``; ``None`` = one file.
+        silence: ``(batch,)`` bool, True for synthetic silence entries.
+
+    Returns:
+        ``(batch, T)`` float32.
+
+    Raises:
+        ValueError: ``waves`` is not 2-D, ``snr_db`` is not finite, ``noise`` is empty, or a noise
+            file is shorter than ``T`` or silent.
+    """
+    if waves.ndim != 2:
+        raise ValueError(f"waves must be (batch, samples), got shape {tuple(waves.shape)}")
+    if not math.isfinite(snr_db):
+        raise ValueError(f"snr_db must be a finite number of decibels, got {snr_db}")
+    batch, length = waves.shape
+    u = torch.rand((batch, 2), generator=generator, dtype=torch.float64)
+    if batch == 0:
+        return waves.clone()
+    crops = _noise_crops(noise, noise_offsets, length, u[:, 0].to(noise.device), u[:, 1].to(noise.device))
+    crops = crops.to(device=waves.device, dtype=torch.float64)
+    signal = waves.to(torch.float64).pow(2).mean(dim=1)
+    power = crops.pow(2).mean(dim=1)
+    keep = signal == 0
+    if silence is not None:
+        keep |= silence.to(device=waves.device, dtype=torch.bool)
+    if bool(((power == 0) & ~keep).any()):
+        raise ValueError("a background-noise crop is all zeros; a silent noise file cannot set an SNR")
+    gain = torch.sqrt(signal / (power.clamp(min=1e-300) * 10 ** (snr_db / 10)))
+    gain = torch.where(keep, torch.zeros_like(gain), gain)
+    return (waves.to(torch.float64) + gain[:, None] * crops).clamp_(-1.0, 1.0).to(waves.dtype)
 
 
 def _noise_crops(noise: torch.Tensor, offsets: torch.Tensor | None, length: int, u_file: torch.Tensor,

@@ -242,3 +242,68 @@ class TestSeeding:
         a = augment_batch(x, NO_NOISE, only(gain_prob=1, gain_min=0.5, gain_max=2), gen(2))
         b = augment_batch(x, NO_NOISE, only(gain_prob=1, gain_min=0.5, gain_max=2, shift_prob=0.0001), gen(2))
         assert torch.equal(a, b)
+
+
+class TestMixAtSnr:
+    """``mix_at_snr``: the noisy test set of benchmarks/heldout_renders.py --snr."""
+
+    @staticmethod
+    def bank(length: int = T) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two noise files of exactly one clip each: a +-1 square wave and a sine (told apart by shape)."""
+        t = torch.arange(length, dtype=torch.float32)
+        square = torch.where(t % 2 == 0, 1.0, -1.0) * 0.2
+        sine = 0.3 * torch.sin(t * 0.05)
+        return torch.cat([square, sine]), torch.tensor([0, length, 2 * length])
+
+    def test_each_clip_gets_one_files_crop_at_the_asked_snr(self):
+        from binkit.data.augment import mix_at_snr
+
+        noise, offsets = self.bank()
+        x = 0.01 * torch.randn(64, T, generator=gen(3))
+        before = x.clone()
+        for snr in (20.0, 3.0, -5.0):
+            y = mix_at_snr(x, noise, snr, gen(1), noise_offsets=offsets)
+            assert torch.equal(x, before)  # the input is left alone
+            added = (y - x).double()
+            measured = 10 * torch.log10(x.double().pow(2).mean(1) / added.pow(2).mean(1))
+            assert torch.allclose(measured, torch.full_like(measured, snr), atol=1e-3)
+            # each added component is a scaled copy of one whole file (files hold exactly one clip)
+            files = [noise[:T].double(), noise[T:].double()]
+            which = []
+            for row in added:
+                g = [float(row @ f / (f @ f)) for f in files]
+                k = max(range(2), key=lambda i: abs(g[i]))
+                assert torch.allclose(row, g[k] * files[k], atol=1e-6)
+                which.append(k)
+            assert set(which) == {0, 1}  # the file is drawn, both occur among 64 clips
+
+    def test_seeded_silence_and_zeros_untouched_and_clipped(self):
+        from binkit.data.augment import mix_at_snr
+
+        noise = 0.1 * torch.randn(5 * T, generator=gen(0))
+        x = 0.2 * torch.randn(6, T, generator=gen(1)).clamp(-1, 1)
+        x[2] = 0.0
+        silence = torch.tensor([False, True, False, False, False, False])
+        a = mix_at_snr(x, noise, 0.0, gen(7), silence=silence)
+        assert torch.equal(a, mix_at_snr(x, noise, 0.0, gen(7), silence=silence))
+        assert not torch.equal(a, mix_at_snr(x, noise, 0.0, gen(8), silence=silence))
+        assert torch.equal(a[1], x[1]) and torch.equal(a[2], x[2])
+        assert not torch.equal(a[0], x[0])
+        loud = mix_at_snr(torch.full((2, T), 0.9), noise, -20.0, gen(0))
+        assert float(loud.abs().max()) == 1.0  # the sum is clipped to [-1, 1]
+
+    def test_bad_input_is_refused(self):
+        from binkit.data.augment import mix_at_snr
+
+        x = torch.ones(2, T) * 0.1
+        noise = 0.1 * torch.randn(2 * T, generator=gen(0))
+        with pytest.raises(ValueError, match="finite"):
+            mix_at_snr(x, noise, math.inf, gen())
+        with pytest.raises(ValueError, match="batch, samples"):
+            mix_at_snr(x[0], noise, 10.0, gen())
+        with pytest.raises(ValueError, match="no noise samples"):
+            mix_at_snr(x, torch.zeros(0), 10.0, gen())
+        with pytest.raises(ValueError, match="at least 1000 samples"):
+            mix_at_snr(x, noise[: T // 2], 10.0, gen())
+        with pytest.raises(ValueError, match="silent noise file"):
+            mix_at_snr(x, torch.zeros(2 * T), 10.0, gen())
