@@ -82,6 +82,8 @@ class ExportReport:
         views: view names (the first is the default).
         num_ops: ops in the plan (all views).
         fallbacks: ``{"layer", "reason"}`` for layers exported in float.
+        affine_folded: ``affine`` ops folded into the op before them (an affine or a binary op's
+            output transform) because nothing else read that op's output.
         sign_folded: binary ops whose transform, PReLU and the next layer's sign were folded
             into one integer threshold per channel (their output only feeds binary ops).
         float16: whether any full-precision weight is stored as float16.
@@ -103,6 +105,7 @@ class ExportReport:
     num_ops: int
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     float_layers: list[dict[str, str]] = field(default_factory=list)
+    affine_folded: list[str] = field(default_factory=list)
     sign_folded: list[str] = field(default_factory=list)
     float16: bool = False
     float16_tensors: list[str] = field(default_factory=list)
@@ -113,6 +116,9 @@ class ExportReport:
     def to_markdown(self) -> str:
         lines = [f"exported {self.path} ({self.size_bytes} bytes, {self.num_ops} ops, views {', '.join(self.views)})",
                  f"float16 weights: {', '.join(self.float16_tensors) or 'none'} ({self.float16_note})"]
+        if self.affine_folded:
+            lines.append(f"affines folded: {len(self.affine_folded)} into the op before them "
+                         f"({', '.join(self.affine_folded[:3])}{', ...' if len(self.affine_folded) > 3 else ''})")
         if self.sign_folded:
             lines.append(f"sign thresholds: {len(self.sign_folded)} binary op(s) feed only binary ops and "
                          f"store one integer per channel ({', '.join(self.sign_folded[:3])}"

@@ -18,6 +18,12 @@ beta_o = s_o y_o + (beta_o - s_o mean_o)`` with ``s_o = gamma_o / sqrt(var_o + e
 (in float64, stored float32). PReLU stays a separate op after it. A BatchNorm after anything
 else (a float layer, an add) becomes an ``affine`` op with the same ``s_o`` and offset.
 
+After lowering, :meth:`PlanBuilder.fold_affines` merges each ``affine`` op whose input nothing
+else reads into the op that produced it (another affine, or a binary op's output transform), in
+every view alike. Per-channel input thresholds (ReActNet's RSign, ``sign(x - t_c)``) lower to an
+``affine`` shift (multiplier 1, offset ``-t``) in front of an ordinary sign layer; modules binkit
+does not know lower themselves through an ``export_lowering`` method (ReActNet's RPReLU).
+
 Bit-serial multi-plane layers (``packing="bitplanes"``, e.g. the ``residual`` binarizer). The
 weight quantizer's :meth:`~binkit.quant.base.WeightQuantizer.export_planes` gives ``P`` sign
 planes ``B_p`` and scales ``t_{p,o}``; the input quantizer's
@@ -88,6 +94,7 @@ class PlanBuilder:
         self.refusals: dict[str, str] = {}
         self.fallbacks: dict[str, str] = {}
         self._view: str | None = None
+        self._ranks: dict[str, int] = {"input": len(self.input_shape)}  # every value of every view
 
     # ------------------------------------------------------------------ views and values
 
@@ -144,6 +151,10 @@ class PlanBuilder:
             self.fp_weights.add(name)
         return name
 
+    def ones(self, n: int) -> str:
+        """The shared tensor of ``n`` ones (the multiplier of a pure shift)."""
+        return self.tensor(f"ones.{n}", np.ones(n, np.float32))
+
     def emit(self, op: str, inputs: list[str], *, name: str = "", attrs: dict | None = None,
              tensors: dict[str, str] | None = None, output: str | None = None) -> str:
         """Append an op to the current view; returns its output value name."""
@@ -160,7 +171,12 @@ class PlanBuilder:
             self._consumers[v] = self._consumers.get(v, 0) + 1
         self._ops.append(d)
         self._shapes[out] = shape
+        self._note_rank(out, shape)
         return out
+
+    def _note_rank(self, value: str, shape: tuple[int, ...]) -> None:
+        """Remember ``value``'s rank across views (-1 if views disagree: then nothing folds on it)."""
+        self._ranks[value] = len(shape) if self._ranks.get(value, len(shape)) == len(shape) else -1
 
     # ------------------------------------------------------------------ structural ops
 
@@ -185,7 +201,11 @@ class PlanBuilder:
 
     def module(self, m: nn.Module, x: str, *, padding: list[list[int]] | None = None) -> str:
         """Lower module ``m`` applied to value ``x``; ``padding`` overrides a conv's padding
-        (``[[before, after], ...]``, e.g. the DFSMN memory's crop as asymmetric padding)."""
+        (``[[before, after], ...]``, e.g. the DFSMN memory's crop as asymmetric padding).
+
+        A module type binkit does not know lowers itself if it has a method
+        ``export_lowering(builder, x, name) -> output value`` that emits its ops through this
+        builder (:meth:`emit`, :meth:`tensor`, :meth:`shape`), as ReActNet's RPReLU does."""
         name = self.names.get(id(m), type(m).__name__)
         if isinstance(m, _SKIP):
             return x
@@ -210,9 +230,13 @@ class PlanBuilder:
             if m.start_dim != 1 or m.end_dim != -1:
                 raise ExportError(f"{name}: only Flatten(start_dim=1, end_dim=-1) is supported")
             return self.flatten(x, name)
+        own = getattr(m, "export_lowering", None)
+        if callable(own):  # a plugin's module lowers itself (e.g. ReActNet's RPReLU)
+            return own(self, x, name)
         raise ExportError(f"layer {name!r}: no export lowering for {type(m).__name__} (supported: Linear, "
                           "Conv1d, Conv2d and their binary twins, BatchNorm1d/2d, PReLU, ReLU, SiLU, "
-                          "AvgPool2d, AdaptiveAvgPool2d, Dropout, Identity, Flatten, Sequential)")
+                          "AvgPool2d, AdaptiveAvgPool2d, Dropout, Identity, Flatten, Sequential, and "
+                          "modules with an export_lowering(builder, x, name) method)")
 
     def _avgpool(self, name: str, m: nn.Module, x: str) -> str:
         """AvgPool2d -> ``avgpool2d``; AdaptiveAvgPool2d to 1 x 1 -> ``mean`` over (H, W) kept as 1
@@ -265,6 +289,7 @@ class PlanBuilder:
             out = self._fresh(name)
             last["outputs"] = [out]
             self._shapes[out] = shape
+            self._note_rank(out, shape)
             return out
         mult = self.tensor(f"{name}.multiplier", s)
         off = self.tensor(f"{name}.offset", shift)
@@ -284,6 +309,8 @@ class PlanBuilder:
             return self._float_layer(name, m, x, pads, m.weight.detach(), input_sign=False)
         reason, input_kind = self._binary_reason(name, m)
         if reason is None:
+            if input_kind == "threshold":  # sign(x - t): the shift as its own op, then a sign layer
+                x = self._input_shift(name, m, x)
             return self._binary_layer(name, m, x, pads)
         no_float = input_kind in ("other", "unsigned", "planes")
         if not self.allow_float_fallback or no_float:
@@ -295,14 +322,19 @@ class PlanBuilder:
         # a float op on the quantized weight and quantized inputs: what the torch layer computes
         with torch.no_grad():
             wb = m.quantized_weight().detach()
-        if input_kind == "threshold":  # sign(x - t) = sign(affine(x; 1, -t))
-            t = iq.threshold.detach().double().cpu().numpy().reshape(-1)
-            axis = len(self._shapes[x]) - 1 if isinstance(m, nn.Linear) else 0
-            mult = self.tensor(f"{name}.input_shift.multiplier", np.ones_like(t))
-            off = self.tensor(f"{name}.input_shift.offset", -t)
-            x = self.emit("affine", [x], name=name, attrs={"axis": axis},
-                          tensors={"multiplier": mult, "offset": off}, output=f"{name}.input_shift")
+        if input_kind == "threshold":
+            x = self._input_shift(name, m, x)
         return self._float_layer(name, m, x, pads, wb, input_sign=iq is not None and input_kind != "float")
+
+    def _input_shift(self, name: str, m: nn.Module, x: str) -> str:
+        """``sign(x - t) = sign(affine(x; 1, -t))``: the per-channel threshold of an input
+        quantizer (ReActNet's RSign) as an ``affine`` op in front of the layer."""
+        t = m.input_quantizer.threshold.detach().double().cpu().numpy().reshape(-1)
+        axis = len(self._shapes[x]) - 1 if isinstance(m, nn.Linear) else 0
+        mult = self.ones(len(t))
+        off = self.tensor(f"{name}.input_shift.offset", -t)
+        return self.emit("affine", [x], name=name, attrs={"axis": axis},
+                         tensors={"multiplier": mult, "offset": off}, output=f"{name}.input_shift")
 
     def _float_layer(self, name, m, x, pads, weight: torch.Tensor, input_sign: bool) -> str:
         w = self.tensor(f"{name}.weight", weight.double().cpu().numpy(), fp_weight=True)
@@ -431,9 +463,6 @@ class PlanBuilder:
                 return f"input planes cannot be exported: {why}", kind
         if kind == "float":
             return "inputs are not binarized (weights only): the layer needs float inputs", kind
-        if kind == "threshold":
-            return ("input quantizer has per-channel thresholds, sign(x - t) (ReActNet RSign): not "
-                    "supported by the binary ops yet"), kind
         if kind == "unsigned":
             return "inputs are {0, 1} (DoReFa): unsigned 1-bit activations are not supported yet", kind
         if kind == "other":
@@ -504,6 +533,81 @@ class PlanBuilder:
             raise ExportError(f"{len(self.refusals)} layer(s) cannot run binary:\n{lines}\n"
                               "Train them with a deployable binarizer, exclude them from binarization, or "
                               "pass allow_float_fallback=True (--allow-float-fallback) to run them in float.")
+
+    # ------------------------------------------------------------------ affine folding
+
+    def fold_affines(self) -> list[str]:
+        """Fold an ``affine`` op into the op producing its input when that value has no other reader.
+
+        When value ``v``, produced by an ``affine`` or by a binary op's output transform ``m1 * y +
+        c1``, is read only by an ``affine`` op ``m2 * v + c2`` on the same channel axis, in every
+        view, and is no view's output, then the producer computes ``(m2 m1) * y + (m2 c1 + c2)``
+        (float64, stored float32) and the second op disappears. This merges what lowering emits
+        op by op, e.g. a BatchNorm after a float layer and a shift (ReActNet's RPReLU ``-gamma``).
+
+        Returns the names of the absorbed ops. Call after every view is lowered.
+        """
+        absorbed: list[str] = []
+        bi = 0
+        while bi < len(self.ops):
+            ai = self._affine_fold_producer(bi)
+            if ai is None:
+                bi += 1
+                continue
+            a, b = self.ops[ai], self.ops[bi]
+            m1 = self.tensors[a["tensors"]["multiplier"]].astype(np.float64)
+            c1 = self.tensors[a["tensors"]["offset"]].astype(np.float64)
+            m2 = self.tensors[b["tensors"]["multiplier"]].astype(np.float64)
+            c2 = self.tensors[b["tensors"]["offset"]].astype(np.float64)
+            base = f"{a['tensors']['multiplier'].rsplit('.multiplier', 1)[0]}+{b['name']}"
+            a["tensors"]["multiplier"] = self.tensor(f"{base}.multiplier", m2 * m1)
+            a["tensors"]["offset"] = self.tensor(f"{base}.offset", m2 * c1 + c2)
+            a["outputs"] = list(b["outputs"])
+            del self.ops[bi]
+            for view in self.views.values():
+                view["ops"] = [i - (i > bi) for i in view["ops"] if i != bi]
+            absorbed.append(b["name"])
+        return absorbed
+
+    def _affine_fold_producer(self, bi: int) -> int | None:
+        """The op index that affine op ``bi`` can fold into (see :meth:`fold_affines`)."""
+        b = self.ops[bi]
+        if b["op"] != "affine":
+            return None
+        v = b["inputs"][0]
+        ai = None  # the producer of v before b, the same op in every view that runs b
+        for view in self.views.values():
+            seq = view["ops"]
+            if bi not in seq:
+                continue
+            before = seq[:seq.index(bi)]
+            producer = next((i for i in reversed(before) if v in self.ops[i]["outputs"]), None)
+            if producer is None or (ai is not None and producer != ai):
+                return None
+            ai = producer
+        if ai is None:
+            return None
+        a = self.ops[ai]
+        rank = self._ranks.get(v, -1)
+        if rank < 1:
+            return None
+        if a["op"] == "affine":
+            axis = a["attrs"]["axis"]
+        elif a["op"] in BINARY_OPS and "multiplier" in a["tensors"] and "offset" in a["tensors"]:
+            axis = rank - 1 if a["op"] == "blinear" else 0
+        else:
+            return None
+        if b["attrs"]["axis"] % rank != axis % rank:
+            return None
+        for view in self.views.values():
+            seq = view["ops"]
+            if (ai in seq) != (bi in seq):
+                return None  # one runs in a view without the other
+            if bi not in seq:
+                continue
+            if view["output"] == v or [i for i in seq if v in self.ops[i]["inputs"]] != [bi]:
+                return None
+        return ai
 
     # ------------------------------------------------------------------ sign-output folding
 

@@ -101,6 +101,7 @@ def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, 
         builder = PlanBuilder(model, feature_shape, allow_float_fallback)
         (find_lowering(model) or lower_chain)(model, builder, views)
         builder.check()
+        affine_folded = builder.fold_affines()
         sign_folded = builder.fold_sign_outputs()
         tensors = builder.referenced_tensors()
         probe = _probe(feature_spec, feature_shape) if probe is None else np.asarray(probe, np.float32)
@@ -176,5 +177,5 @@ def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, 
                     if op["op"] in ("conv2d_fp", "conv1d_fp", "linear_fp", "affine")]
     return ExportReport(path=path, size_bytes=path.stat().st_size, views=views, num_ops=len(builder.ops),
                         float_layers=float_layers,
-                        fallbacks=fallbacks, sign_folded=sign_folded, float16=use16, float16_tensors=narrowed, float16_note=note, float16_error=f16_error,
+                        fallbacks=fallbacks, affine_folded=affine_folded, sign_folded=sign_folded, float16=use16, float16_tensors=narrowed, float16_note=note, float16_error=f16_error,
                         conformance=conformance)

@@ -18,8 +18,10 @@ RPReLU (replaces each PReLU of a binarized model; the entry's ``activation``)::
 
 i.e. a learnable bias (``-gamma``), a PReLU (slope ``beta``), a learnable bias (``zeta``).
 
-The threshold is a shift of the input, so at export it folds into the previous layer's bias (or
-BN shift), and the layer stays a ``sign`` layer: packing ``"sign"``.
+Export (packing ``"sign"``): the threshold becomes an ``affine`` op (multiplier 1, offset
+``-alpha``) in front of an ordinary sign layer, and RPReLU lowers itself
+(:meth:`RPReLU.export_lowering`) to ``affine`` (offset ``-gamma``), ``prelu`` (``beta``),
+``affine`` (offset ``zeta``).
 
 Args: none (params model :class:`ReActNetParams` is empty).
 
@@ -33,6 +35,7 @@ Activation Functions", ECCV 2020, https://arxiv.org/abs/2003.03488
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -136,6 +139,33 @@ class RPReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}, channel_dim={self.channel_dim}"
+
+    def export_lowering(self, builder, x: str, name: str) -> str:
+        """Artifact ops for :mod:`binkit.export`: ``affine(1, -gamma)``, ``prelu(beta)``,
+        ``affine(1, zeta)`` along the value's channel axis (axis 0 of the per-example shape, which
+        is torch's axis 1); the shifts as per-channel vectors (scalars repeated), the slope as
+        given (one, or one per channel)."""
+        if self.channel_dim != 1:
+            from binkit.export import ExportError
+
+            raise ExportError(f"layer {name!r}: RPReLU with channel_dim={self.channel_dim} cannot be exported "
+                              "(the artifact's activations take channels on the first per-example axis)")
+        channels = builder.shape(x)[0]
+
+        def vector(v: torch.Tensor) -> np.ndarray:
+            a = v.detach().double().cpu().numpy().reshape(-1)
+            return np.repeat(a, channels) if a.size == 1 else a
+
+        ones = builder.ones(channels)
+        shift = builder.tensor(f"{name}.shift", -vector(self.gamma))
+        slope = builder.tensor(f"{name}.slope", self.beta.detach().double().cpu().numpy().reshape(-1))
+        bias = builder.tensor(f"{name}.bias", vector(self.zeta))
+        x = builder.emit("affine", [x], name=name, attrs={"axis": 0},
+                         tensors={"multiplier": ones, "offset": shift}, output=f"{name}.shift")
+        x = builder.emit("prelu", [x], name=name, attrs={"axis": 0}, tensors={"slope": slope},
+                         output=f"{name}.prelu")
+        return builder.emit("affine", [x], name=name, attrs={"axis": 0},
+                            tensors={"multiplier": ones, "offset": bias}, output=name)
 
 
 def rprelu_from_prelu(prelu: nn.PReLU) -> RPReLU:

@@ -27,7 +27,8 @@ def _net(method="bifsmn", seed=0):
         net.bn.running_var.uniform_(0.5, 2)
         net.bn.weight.uniform_(-2, 2)
         net.bn.bias.uniform_(-1, 1)
-        net.act.weight.uniform_(-0.5, 0.5)
+        if isinstance(net.act, torch.nn.PReLU):
+            net.act.weight.uniform_(-0.5, 0.5)
     net.feature_shape = (1, 6, 6)
     return net.eval()
 
@@ -83,15 +84,40 @@ def test_fallback_is_recorded_and_exact(tmp_path):
     assert "Float fallbacks" in describe(art) and "`conv`" in describe(art)
 
 
-def test_refuses_rsign_threshold(tmp_path):
-    net = _net({"method": "reactnet", "replace_activations": False})
+def test_rsign_threshold_and_rprelu_export_as_shifts(tmp_path):
+    """ReActNet: sign(x - t) is an affine shift in front of an ordinary binary op (no fallback),
+    and RPReLU lowers itself to affine (-gamma), prelu (beta), affine (+zeta)."""
+    net = _net("reactnet")
     with torch.no_grad():
         net.conv.input_quantizer.threshold.uniform_(-0.3, 0.3)
-    with pytest.raises(ExportError, match=r"conv: input quantizer has per-channel thresholds.*not supported"):
-        export_model(net, tmp_path / "m.bkm", labels=list("abc"))
-    # the fallback folds the threshold into an affine before a signed float conv: exact
-    report = export_model(net, tmp_path / "m.bkm", labels=list("abc"), allow_float_fallback=True, float16=False)
-    assert report.conformance["default"]["max_rel"] < 1e-5
+        net.act.gamma.uniform_(-0.3, 0.3)
+        net.act.zeta.uniform_(-0.3, 0.3)
+        net.act.beta.uniform_(-0.5, 0.5)
+    path = tmp_path / "m.bkm"
+    report = export_model(net, path, labels=list("abc"), float16=False)
+    assert report.fallbacks == [] and report.conformance["default"]["max_rel"] < 1e-5
+    art = load_artifact(path)
+    # RPReLU's -gamma folds into the binary conv's output transform (nothing else reads it)
+    assert [o["op"] for o in art.view_ops("default")] == [
+        "conv2d_fp", "affine", "bconv2d", "prelu", "affine", "flatten", "linear_fp"]
+    assert report.affine_folded == ["act"]
+    shift = next(o for o in art.ops if o["op"] == "affine" and o["name"] == "conv")
+    np.testing.assert_array_equal(art.tensors[shift["tensors"]["offset"]],
+                                  -net.conv.input_quantizer.threshold.detach().numpy())
+    (conv,) = [o for o in art.ops if o["op"] == "bconv2d"]
+    s = (net.bn.weight / torch.sqrt(net.bn.running_var + net.bn.eps)).detach().double().numpy()
+    c = s * (net.conv.bias - net.bn.running_mean).detach().double().numpy() + net.bn.bias.detach().double().numpy()
+    np.testing.assert_allclose(art.tensors[conv["tensors"]["offset"]], c - net.act.gamma.detach().double().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    prelu, bias = [o for o in art.ops if o["name"] == "act"]
+    np.testing.assert_array_equal(art.tensors[prelu["tensors"]["slope"]], net.act.beta.detach().numpy())
+    np.testing.assert_array_equal(art.tensors[bias["tensors"]["offset"]], net.act.zeta.detach().numpy())
+    from binkit.runtime import load
+
+    x = torch.randn(8, 1, 6, 6)
+    with torch.no_grad():
+        want = net(x).numpy()
+    np.testing.assert_allclose(load(path, backend="reference").logits(x.numpy()), want, rtol=1e-4, atol=1e-4)
 
 
 def test_refuses_models_that_are_not_chains(tmp_path):

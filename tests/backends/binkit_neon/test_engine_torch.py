@@ -121,3 +121,50 @@ def test_residual_multiplane_engine_matches_torch(tmp_path, p, q):
     outs = [Program(rt.program.artifact, kernel=k).run(x[:32], None) for k in binkit_neon.available_kernels()]
     for k, out in zip(binkit_neon.available_kernels(), outs):
         np.testing.assert_array_equal(out, outs[0], err_msg=k)
+
+
+def _randomize_reactnet(model, seed: int):
+    """Trained-looking RSign thresholds and RPReLU shifts and slopes (they start at 0 / 0.25)."""
+    from binkit_binarizers.reactnet import RPReLU, RSignInputQuantizer
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, RSignInputQuantizer):
+                m.threshold.copy_(torch.rand(m.threshold.shape, generator=g) * 0.6 - 0.3)
+            elif isinstance(m, RPReLU):
+                for p, lo, span in ((m.gamma, -0.3, 0.6), (m.zeta, -0.3, 0.6), (m.beta, -0.5, 1.0)):
+                    p.copy_(torch.rand(p.shape, generator=g) * span + lo)
+    return model
+
+
+@pytest.mark.parametrize("net", ["dfsmn", "every_op"])
+def test_reactnet_engine_matches_torch(tmp_path, net):
+    """ReActNet (RSign thresholds as affine shifts, RPReLU as affine/prelu/affine) exported with no
+    float fallback and run on the engine, every view, against torch eval and the reference."""
+    torch.manual_seed(1)
+    if net == "dfsmn":
+        from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
+
+        model, shape, views = DFSMN(DFSMNParams(), 12, (1, 32, 32)), (1, 32, 32), ["8", "4", "2", "1"]
+    else:
+        model, shape, views = EveryBinaryOpNet(), (1, 8, 8), [None]
+        model.feature_shape = shape
+    model = _randomize_reactnet(randomize_stats(binkit.binarize(model, "reactnet"), 1), 1)
+    path = tmp_path / "reactnet.bkm"
+    report = export_model(model, path, labels=[f"c{i}" for i in range(12 if net == "dfsmn" else 5)],
+                          float16=False)
+    assert report.fallbacks == []
+    rt = binkit.runtime.load(path, backend="neon")
+    ref = binkit.runtime.load(path, backend="reference")
+    x = (np.random.default_rng(3).standard_normal((MP_CLIPS, *shape)) * (20 if net == "dfsmn" else 1)
+         - (50 if net == "dfsmn" else 0)).astype(np.float32)
+    for view in views:
+        with torch.no_grad():
+            want = (model(torch.from_numpy(x), view=view) if view else model(torch.from_numpy(x))).numpy()
+        got = rt.logits(x, view=view)
+        rel = np.abs(got - want).max(-1) / np.abs(want).max(-1)
+        assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.99, view
+        assert (rel <= RTOL).mean() >= 0.99, (view, np.sort(rel)[-5:])
+        rel_ref = np.abs(got - ref.logits(x, view=view)).max(-1) / np.abs(want).max(-1)
+        assert (rel_ref <= RTOL).mean() >= 0.99, (view, np.sort(rel_ref)[-5:])
