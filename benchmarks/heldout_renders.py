@@ -217,8 +217,7 @@ def _report(table: dict[str, dict[str, list]], trees: list[str]) -> None:
             continue
         for col, which in ((1, "original test"), (2, "pooled")):
             base = {r[0]: r[col] for r in methods["bifsmn" + variant]}
-            print(f"\n| BiFSMN{variant} minus | per seed, {which} (points) | mean | sd | paired t |"
-                  "\n|---|---|---:|---:|---:|")
+            lines = []
             for name, rows in methods.items():
                 if name == "bifsmn" + variant or len(rows) < 2 or name.endswith("@last") != bool(variant):
                     continue
@@ -227,7 +226,12 @@ def _report(table: dict[str, dict[str, list]], trees: list[str]) -> None:
                     continue
                 sd = statistics.stdev(d)
                 t = statistics.mean(d) / (sd / len(d) ** 0.5) if sd else float("inf")
-                print(f"| {name} | " + ", ".join(f"{x:+.2f}" for x in d) + f" | {statistics.mean(d):+.2f} | {sd:.2f} | {t:+.2f} |")
+                lines.append(f"| {name} | " + ", ".join(f"{x:+.2f}" for x in d)
+                             + f" | {statistics.mean(d):+.2f} | {sd:.2f} | {t:+.2f} |")
+            if lines:  # no table when no method shares two or more seeds with BiFSMN
+                print(f"\n| BiFSMN{variant} minus | per seed, {which} (points) | mean | sd | paired t |"
+                      "\n|---|---|---:|---:|---:|")
+                print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -234,3 +234,10 @@ def test_snr_needs_trees_with_noise(tmp_path, capsys):
     with pytest.raises(SystemExit):
         mod.main(["--features", str(tmp_path / "pack.pt"), "--snr", "10", "--runs", str(run)])
     assert "--snr mixes noise into the trees' clips" in capsys.readouterr().err
+
+
+def test_no_paired_table_without_two_shared_seeds(capsys):
+    mod = load_script()
+    mod.report({"bifsmn": {"a": [{"8": 0.9}, 10]}, "bnn": {"a": [{"8": 0.8}, 10]}})
+    out = capsys.readouterr().out
+    assert "| bifsmn | 1 | 0.9000 | nan |" in out and "BiFSMN minus" not in out
