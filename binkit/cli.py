@@ -174,6 +174,28 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from binkit.runtime.stream import StreamSpec, detect_file
+
+    spec = StreamSpec(hop_ms=args.hop_ms, smooth_ms=args.smooth_ms, threshold=args.threshold,
+                      suppress_ms=args.suppress_ms,
+                      **({"background": tuple(b for b in args.background.split(",") if b)}
+                         if args.background is not None else {}))
+    found, seconds = detect_file(args.model, args.audio, spec, backend=args.backend, view=args.view)
+    for d in found:
+        print(f"{d.start_s:9.3f}\t{d.end_s:9.3f}\t{d.label}\t{d.score:.4f}")
+    print(f"{len(found)} detection(s) in {seconds:.2f} s of audio", file=sys.stderr)
+    if args.json:
+        from binkit.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"audio": str(args.audio), "model": str(args.model),
+                                                 "seconds": seconds, "settings": spec.model_dump(mode="json"),
+                                                 "detections": [d.to_dict() for d in found]}, indent=1) + "\n")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from binkit.data.synth import synthesize
 
@@ -334,6 +356,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--view", default=None, help="view (thinness) to run, e.g. 4")
     s.add_argument("--top", type=int, default=3, help="how many labels to print")
     s.set_defaults(func=_cmd_infer)
+
+    s = sub.add_parser("stream", help="detect keywords in a long recording (torch-free)",
+                       description="Slide the model's window over a long audio file every --hop-ms, "
+                       "average each class's score over the last --smooth-ms, report a keyword when its "
+                       "smoothed score is the best and reaches --threshold, then stay quiet for "
+                       "--suppress-ms. Prints start, end (seconds), label and score per detection.")
+    s.add_argument("model", help="artifact (.bkm) with a front-end")
+    s.add_argument("audio", help="audio file (any rate; mixed to mono, resampled to the model's rate)")
+    s.add_argument("--backend", default="auto", help="neon, reference, or auto (default)")
+    s.add_argument("--view", default=None, help="view (thinness) to run, e.g. 4")
+    s.add_argument("--hop-ms", type=float, default=100.0, help="window hop (default 100)")
+    s.add_argument("--smooth-ms", type=float, default=500.0, help="score averaging span (default 500)")
+    s.add_argument("--threshold", type=float, default=0.7, help="smoothed score that fires (default 0.7)")
+    s.add_argument("--suppress-ms", type=float, default=1000.0, help="quiet time after a detection (default 1000)")
+    s.add_argument("--background", default=None,
+                   help="comma-separated labels that never fire (default _silence_,_unknown_)")
+    s.add_argument("--json", default=None, help="also write the detections here (JSON)")
+    s.set_defaults(func=_cmd_stream)
 
     s = sub.add_parser("synth", help="write a synthetic Speech Commands V2-layout corpus (espeak-ng, flite, piper)",
                        description="Write a synthetic keyword corpus in the Speech Commands V2 layout "

@@ -18,6 +18,7 @@ def test_import_binkit_runtime_does_not_import_torch():
         import sys
         import binkit, binkit.runtime, binkit.runtime.bits, binkit.runtime.frontend, binkit.runtime.audio
         import binkit.runtime.artifact, binkit.runtime.reference, binkit.runtime.model, binkit.runtime.plugin
+        import binkit.runtime.stream
         # listing backends loads every registered plugin's hook module
         names = binkit.runtime.backend_names()
         assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
