@@ -109,9 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     import binkit.runtime
     from binkit.runtime.stream import StreamSpec, detect
 
-    spec = StreamSpec(hop_ms=args.hop_ms, smooth_ms=args.smooth_ms, threshold=args.threshold,
-                      suppress_ms=args.suppress_ms)
-    model = binkit.runtime.load(args.model, backend=args.backend)
+    from binkit.errors import BinkitError
+
+    try:
+        spec = StreamSpec(hop_ms=args.hop_ms, smooth_ms=args.smooth_ms, threshold=args.threshold,
+                          suppress_ms=args.suppress_ms)
+        model = binkit.runtime.load(args.model, backend=args.backend)
+    except (BinkitError, ValueError) as exc:
+        ap.error(str(exc))
     if model.frontend is None:
         raise SystemExit(f"{args.model}: the model takes features, not audio")
     sr = int(model.frontend.spec.sample_rate)

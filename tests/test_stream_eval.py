@@ -82,3 +82,10 @@ def test_a_tree_without_keyword_test_clips_is_refused(tmp_path):
     make_tree(tmp_path)
     with pytest.raises(SystemExit, match="no test clip of the model's keywords"):
         mod.build_stream(tmp_path, ["left"], SR, 100.0, seed=0)
+
+
+def test_a_missing_model_is_a_clean_error(tmp_path, capsys):
+    mod = load_script()
+    with pytest.raises(SystemExit) as exc:
+        mod.main([str(tmp_path / "absent.bkm"), str(tmp_path)])
+    assert exc.value.code == 2 and "artifact not found" in capsys.readouterr().err
