@@ -612,7 +612,8 @@ class PlanBuilder:
     # ------------------------------------------------------------------ sign-output folding
 
     def fold_sign_outputs(self) -> list[str]:
-        """Fold ``binary op -> PReLU -> (only binary ops)`` into a binary op with a sign threshold.
+        """Fold ``binary op -> PReLU [-> affine] -> (only binary ops)`` into a binary op with a sign
+        threshold.
 
         Multi-plane ops are left alone, as producers (their dot is a float sum of scaled plane
         dots, not an integer) and as consumers (``input_planes > 1`` reads the magnitude).
@@ -626,63 +627,95 @@ class PlanBuilder:
         Channels with ``m < 0`` get their weight bits inverted (``dot -> -dot``); ``m = 0`` is a
         constant (threshold ``-K`` or ``K + 1``). The PReLU op disappears.
 
+        The PReLU may instead feed only an ``affine`` ``m2 u + c2`` (every ``m2 > 0``) whose
+        output feeds only binary ops, e.g. ReActNet's RPReLU bias followed by the next layer's
+        RSign shift. PReLU is increasing, so ``m2 prelu(z) + c2 >= 0`` iff ``z >= q`` with
+        ``r = -c2 / m2`` and ``q = r`` for ``r >= 0``, ``q = r / slope`` otherwise: the same
+        integer rule on ``m dot + (c - q)``, again exact. The affine disappears too.
+
         Returns the names of the folded ops. Call after every view is lowered.
         """
         folded: list[str] = []
         xi = 0
         while xi < len(self.ops):
-            pi = self._sign_fold_partner(xi)
-            if pi is None:
+            found = self._sign_fold_partner(xi)
+            if found is None:
                 xi += 1
                 continue
+            pi, ai = found
             x, prelu = self.ops[xi], self.ops[pi]
+            shift = None
+            last = prelu
+            if ai is not None:
+                last = self.ops[ai]
+                shift = _prelu_affine_shift(self.tensors[prelu["tensors"]["slope"]],
+                                            self.tensors[last["tensors"]["multiplier"]],
+                                            self.tensors[last["tensors"]["offset"]])
             thr, flip = _sign_thresholds(self.tensors[x["tensors"]["multiplier"]],
-                                         self.tensors[x["tensors"]["offset"]], _max_dot(x))
+                                         self.tensors[x["tensors"]["offset"]], _max_dot(x), shift)
             weight = x["tensors"]["weight"]
             if flip.any():
                 weight = self.tensor(f"{weight}.signfold", _flip_rows(x, self.tensors[weight], flip))
             base = x["tensors"]["multiplier"].rsplit(".multiplier", 1)[0]
             dtype = np.int16 if thr.min() >= -(1 << 15) and thr.max() < (1 << 15) else np.int32
             x["tensors"] = {"weight": weight, "threshold": self.tensor(f"{base}.threshold", thr.astype(dtype))}
-            x["outputs"] = list(prelu["outputs"])
-            del self.ops[pi]
-            for view in self.views.values():
-                view["ops"] = [i - (i > pi) for i in view["ops"] if i != pi]
+            x["outputs"] = list(last["outputs"])
+            for gone in sorted([pi] if ai is None else [pi, ai], reverse=True):
+                del self.ops[gone]
+                for view in self.views.values():
+                    view["ops"] = [i - (i > gone) for i in view["ops"] if i != gone]
             folded.append(x["name"])
-            xi += 1
+            xi = next(i for i, op in enumerate(self.ops) if op is x) + 1
         return folded
 
-    def _sign_fold_partner(self, xi: int) -> int | None:
-        """The PReLU op index that binary op ``xi`` can absorb (see :meth:`fold_sign_outputs`)."""
+    def _sign_fold_partner(self, xi: int) -> tuple[int, int | None] | None:
+        """``(PReLU index, affine index or None)`` that binary op ``xi`` can absorb (see
+        :meth:`fold_sign_outputs`)."""
         x = self.ops[xi]
         if x["op"] not in BINARY_OPS or "multiplier" not in x["tensors"] or _multi_plane(x):
             return None  # a multi-plane dot is not an integer: no exact integer threshold
         v = x["outputs"][0]
-        partner = None
+        partner: tuple[int, int | None] | None = None
         for view in self.views.values():
             seq = view["ops"]
             if xi not in seq:
-                if partner is not None and partner in seq:
-                    return None  # the PReLU also runs in a view without this op
                 continue
             readers = [i for i in seq if v in self.ops[i]["inputs"]]
             if view["output"] == v or len(readers) != 1 or self.ops[readers[0]]["op"] != "prelu":
                 return None
-            if partner is not None and readers[0] != partner:
-                return None
-            partner = readers[0]
-            u = self.ops[partner]["outputs"][0]
+            pi, ai = readers[0], None
+            u = self.ops[pi]["outputs"][0]
             users = [i for i in seq if u in self.ops[i]["inputs"]]
-            if view["output"] == u or not users or any(self.ops[i]["op"] not in BINARY_OPS for i in users):
+            if view["output"] == u or not users:
+                return None
+            if len(users) == 1 and self.ops[users[0]]["op"] == "affine":
+                ai = users[0]
+                u = self.ops[ai]["outputs"][0]
+                users = [i for i in seq if u in self.ops[i]["inputs"]]
+                if view["output"] == u or not users:
+                    return None
+            if any(self.ops[i]["op"] not in BINARY_OPS for i in users):
                 return None
             if any(self.ops[i]["attrs"].get("input_planes", 1) != 1 for i in users):
                 return None  # a multi-plane consumer reads the value's magnitude, not only its sign
+            if partner is not None and (pi, ai) != partner:
+                return None
+            partner = (pi, ai)
         if partner is None:
             return None
-        if any(partner in view["ops"] and xi not in view["ops"] for view in self.views.values()):
-            return None
-        if not (self.tensors[self.ops[partner]["tensors"]["slope"]] > 0).all():
+        pi, ai = partner
+        if any((pi in view["ops"] or (ai is not None and ai in view["ops"])) and xi not in view["ops"]
+               for view in self.views.values()):
+            return None  # the PReLU (or the affine) also runs in a view without this op
+        if not (self.tensors[self.ops[pi]["tensors"]["slope"]] > 0).all():
             return None  # sign(prelu(z)) = sign(z) needs positive slopes
+        if ai is not None:
+            a = self.ops[ai]
+            if (a["attrs"]["axis"] != 0 or self.ops[pi]["attrs"].get("axis", 0) != 0
+                    or (x["op"] == "blinear" and self._ranks.get(v, -1) != 1)):
+                return None  # per-channel vectors must run along the binary op's output channels
+            if not (self.tensors[a["tensors"]["multiplier"]] > 0).all():
+                return None
         return partner
 
     def referenced_tensors(self) -> dict[str, np.ndarray]:
@@ -705,15 +738,29 @@ def _max_dot(op: dict[str, Any]) -> int:
     return int(a["in_channels"]) * int(np.prod(a["kernel_size"]))
 
 
-def _sign_thresholds(mult: np.ndarray, off: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel: the integer ``t`` with ``sign(m dot + c) = +1  iff  s dot >= t`` where
-    ``s = -1`` for flipped channels (``m < 0``), exactly; and the flip mask."""
+def _prelu_affine_shift(slope: np.ndarray, mult: np.ndarray, off: np.ndarray) -> list:
+    """Per channel, exactly: the ``q`` with ``m2 prelu(z) + c2 >= 0  iff  z >= q`` (slopes and
+    ``m2`` positive; a single slope applies to every channel)."""
+    from fractions import Fraction
+
+    slope = np.asarray(slope, np.float64).reshape(-1)
+    out = []
+    for o, (m2, c2) in enumerate(zip(np.asarray(mult, np.float64), np.asarray(off, np.float64))):
+        r = -Fraction(float(c2)) / Fraction(float(m2))
+        out.append(r if r >= 0 else r / Fraction(float(slope[o if slope.size > 1 else 0])))
+    return out
+
+
+def _sign_thresholds(mult: np.ndarray, off: np.ndarray, k: int, shift: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel: the integer ``t`` with ``sign(m dot + c - q) = +1  iff  s dot >= t`` where
+    ``s = -1`` for flipped channels (``m < 0``) and ``q`` is ``shift`` (exact fractions; 0 without),
+    exactly; and the flip mask."""
     from fractions import Fraction
 
     thr = np.empty(len(mult), np.int64)
     flip = np.asarray(mult) < 0
     for o, (m, c) in enumerate(zip(np.asarray(mult, np.float64), np.asarray(off, np.float64))):
-        m, c = Fraction(abs(float(m))), Fraction(float(c))
+        m, c = Fraction(abs(float(m))), Fraction(float(c)) - (shift[o] if shift is not None else 0)
         if m == 0:
             thr[o] = -k if c >= 0 else k + 1  # constant +1 / constant -1
         else:

@@ -110,3 +110,49 @@ def test_threshold_artifact_validation(tmp_path, monkeypatch):
         save_file(tensors, str(tmp_path / "bad.bkm"), metadata=meta)
         with pytest.raises(ArtifactError, match=match):
             load_artifact(tmp_path / "bad.bkm")
+
+
+def _reactnet_dfsmn(seed=0, beta=(0.05, 0.5), bias_scale=1.0):
+    """ReActNet DFSMN, trained-looking: RSign thresholds, RPReLU shifts and (positive) slopes."""
+    from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
+    from binkit_binarizers.reactnet import RPReLU, RSignInputQuantizer
+
+    torch.manual_seed(seed)
+    model = binkit.binarize(DFSMN(DFSMNParams(num_blocks=4, thin_levels=["4", "2"], view_weights={"4": 1.0, "2": 0.5}), 12, (1, 32, 32)), "reactnet")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) * 3 - 1.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 2 - 1)
+            elif isinstance(m, RSignInputQuantizer):
+                m.threshold.copy_((torch.rand(m.threshold.shape, generator=g) - 0.5) * bias_scale)
+            elif isinstance(m, RPReLU):
+                m.gamma.copy_((torch.rand(m.gamma.shape, generator=g) - 0.5) * bias_scale)
+                m.zeta.copy_((torch.rand(m.zeta.shape, generator=g) - 0.5) * bias_scale)
+                m.beta.copy_(torch.rand(m.beta.shape, generator=g) * (beta[1] - beta[0]) + beta[0])
+    return model.eval()
+
+
+def test_prelu_then_affine_folds_exactly(tmp_path, monkeypatch):
+    """ReActNet: binary op -> PReLU -> affine (RPReLU's +zeta with the next RSign's -t) -> binary op."""
+    model = _reactnet_dfsmn()
+    plain = _export(model, tmp_path / "plain.bkm", False, monkeypatch)
+    folded = _export(model, tmp_path / "folded.bkm", True, monkeypatch)
+    assert folded.sign_folded == [f"blocks.{i}.expand" for i in range(4)]
+    a, b = load_artifact(tmp_path / "plain.bkm"), load_artifact(tmp_path / "folded.bkm")
+    assert len(b.ops) == len(a.ops) - 8  # a PReLU and an affine per block
+    x = np.random.default_rng(2).standard_normal((64, 1, 32, 32)).astype(np.float32)
+    x[:4, :, :8] = 0.0
+    pa, pb = ReferenceProgram(a), ReferenceProgram(b)
+    for view in a.views:
+        np.testing.assert_array_equal(pb.run(x, view), pa.run(x, view))
+    assert not plain.sign_folded and all(e["max_rel"] < 1e-5 for e in folded.conformance.values())
+
+
+def test_prelu_then_affine_is_not_folded_with_a_non_positive_slope(tmp_path, monkeypatch):
+    report = _export(_reactnet_dfsmn(beta=(-0.3, -0.01)), tmp_path / "m.bkm", True, monkeypatch)
+    assert report.sign_folded == []
