@@ -74,7 +74,7 @@ build_packages() {
 # runtime around them (artifact loading, audio, the torch-free import guarantees), which with
 # backend "auto" run on the engine too.
 CI_TESTS=(tests/backends/binkit_neon tests/runtime/test_bits.py tests/runtime/test_artifact.py
-          tests/runtime/test_audio.py tests/runtime/test_torch_free.py)
+          tests/runtime/test_audio.py tests/runtime/test_torch_free.py tests/runtime/test_stream.py)
 
 # pytest_args DEFAULT_PATHS... -- ARGS...: sets PYTEST_ARGS to ARGS when they name a test path
 # (an argument not starting with '-'), else to the default paths followed by ARGS (options).
