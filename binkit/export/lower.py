@@ -751,7 +751,8 @@ def _prelu_affine_shift(slope: np.ndarray, mult: np.ndarray, off: np.ndarray) ->
     return out
 
 
-def _sign_thresholds(mult: np.ndarray, off: np.ndarray, k: int, shift: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _sign_thresholds(mult: np.ndarray, off: np.ndarray, k: int,
+                     shift: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per channel: the integer ``t`` with ``sign(m dot + c - q) = +1  iff  s dot >= t`` where
     ``s = -1`` for flipped channels (``m < 0``) and ``q`` is ``shift`` (exact fractions; 0 without),
     exactly; and the flip mask."""

@@ -177,5 +177,6 @@ def export_model(model, path, *, labels, feature_spec=None, feature_shape=None, 
                     if op["op"] in ("conv2d_fp", "conv1d_fp", "linear_fp", "affine")]
     return ExportReport(path=path, size_bytes=path.stat().st_size, views=views, num_ops=len(builder.ops),
                         float_layers=float_layers,
-                        fallbacks=fallbacks, affine_folded=affine_folded, sign_folded=sign_folded, float16=use16, float16_tensors=narrowed, float16_note=note, float16_error=f16_error,
+                        fallbacks=fallbacks, affine_folded=affine_folded, sign_folded=sign_folded,
+                        float16=use16, float16_tensors=narrowed, float16_note=note, float16_error=f16_error,
                         conformance=conformance)
