@@ -109,6 +109,7 @@ def test_splits(original: Path, renders: list[Path], run: Path, snrs: list[float
     import torch
 
     from binkit.data.augment import mix_at_snr
+    from binkit.data.pipeline import BatchPipeline
     from binkit.train import load_checkpoint
 
     _, meta = load_checkpoint(run / "model.pt")
@@ -124,7 +125,7 @@ def test_splits(original: Path, renders: list[Path], run: Path, snrs: list[float
         if not snrs:
             continue
         pipeline = data.batch_fn
-        if not (hasattr(pipeline, "splits") and hasattr(pipeline, "frontend") and getattr(pipeline, "noise", None)):
+        if not isinstance(pipeline, BatchPipeline) or not pipeline.noise:
             raise SystemExit(f"--snr needs cached waveforms and background-noise files; {tree} "
                              f"({resolved.spec.data.dataset}) has none")
         split = pipeline.splits["test"]

@@ -174,6 +174,16 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_args(s: argparse.ArgumentParser, audio_help: str) -> None:
+    """The arguments ``infer`` and ``stream`` share: artifact, audio file, backend, view."""
+    s.add_argument("model", help="artifact (.bkm) with a front-end")
+    s.add_argument("audio", help=audio_help)
+    s.add_argument("--backend", default="auto",
+                   help="inference backend: neon (the compiled engine), reference (numpy), or auto "
+                   "(default: neon when installed, else reference)")
+    s.add_argument("--view", default=None, help="view (thinness) to run, e.g. 4")
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
     import json
 
@@ -348,12 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("infer", help="run an artifact on a wav file (torch-free)")
-    s.add_argument("model", help="artifact (.bkm)")
-    s.add_argument("audio", help="wav file (any rate; mixed to mono, resampled, padded/trimmed)")
-    s.add_argument("--backend", default="auto",
-                   help="inference backend: neon (the compiled engine), reference (numpy), or auto "
-                   "(default: neon when installed, else reference)")
-    s.add_argument("--view", default=None, help="view (thinness) to run, e.g. 4")
+    _runtime_args(s, "wav file (any rate; mixed to mono, resampled, padded/trimmed)")
     s.add_argument("--top", type=int, default=3, help="how many labels to print")
     s.set_defaults(func=_cmd_infer)
 
@@ -362,10 +367,7 @@ def _parser() -> argparse.ArgumentParser:
                        "average each class's score over the last --smooth-ms, report a keyword when its "
                        "smoothed score is the best and reaches --threshold, then stay quiet for "
                        "--suppress-ms. Prints start, end (seconds), label and score per detection.")
-    s.add_argument("model", help="artifact (.bkm) with a front-end")
-    s.add_argument("audio", help="audio file (any rate; mixed to mono, resampled to the model's rate)")
-    s.add_argument("--backend", default="auto", help="neon, reference, or auto (default)")
-    s.add_argument("--view", default=None, help="view (thinness) to run, e.g. 4")
+    _runtime_args(s, "audio file (any rate; mixed to mono, resampled to the model's rate)")
     s.add_argument("--hop-ms", type=float, default=100.0, help="window hop (default 100)")
     s.add_argument("--smooth-ms", type=float, default=500.0, help="score averaging span (default 500)")
     s.add_argument("--threshold", type=float, default=0.7, help="smoothed score that fires (default 0.7)")

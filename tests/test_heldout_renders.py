@@ -173,7 +173,7 @@ def test_scores_and_runs_do_not_mix(tmp_path, capsys):
 
 
 def speech_run(tmp_path: Path) -> tuple[Path, Path]:
-    """A speech_commands tree (tests/data's crafted one, with a noise file) and a 1-epoch run on it."""
+    """A speech_commands tree (tests/data's crafted one, with a noise file) and a 1-epoch MLP run on it."""
     from binkit.cli import main
 
     spec = importlib.util.spec_from_file_location("sc_dataset_tests",
@@ -181,17 +181,7 @@ def speech_run(tmp_path: Path) -> tuple[Path, Path]:
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     helpers.make_tree(tmp_path / "tree")
-    (tmp_path / "s.toml").write_text(f"""
-[data]
-dataset = "speech_commands"
-params = {{ root = "{tmp_path / 'tree'}", cache_dir = "{tmp_path / 'cache'}", jobs = 1 }}
-[model]
-architecture = "mlp"
-params = {{ hidden = 16, depth = 2 }}
-[training]
-epochs = 1
-batch_size = 8
-""")
+    (tmp_path / "s.toml").write_text(helpers.mlp_spec(tmp_path / "tree", tmp_path / "cache"))
     assert main(["train", str(tmp_path / "s.toml"), "-o", str(tmp_path / "bifsmn-seed0"), "-q"]) == 0
     return tmp_path / "tree", tmp_path / "bifsmn-seed0"
 

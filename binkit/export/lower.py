@@ -563,11 +563,15 @@ class PlanBuilder:
             a["tensors"]["multiplier"] = self.tensor(f"{base}.multiplier", m2 * m1)
             a["tensors"]["offset"] = self.tensor(f"{base}.offset", m2 * c1 + c2)
             a["outputs"] = list(b["outputs"])
-            del self.ops[bi]
-            for view in self.views.values():
-                view["ops"] = [i - (i > bi) for i in view["ops"] if i != bi]
+            self._drop_op(bi)
             absorbed.append(b["name"])
         return absorbed
+
+    def _drop_op(self, index: int) -> None:
+        """Remove op ``index`` from the plan and from every view (later indices shift down)."""
+        del self.ops[index]
+        for view in self.views.values():
+            view["ops"] = [i - (i > index) for i in view["ops"] if i != index]
 
     def _affine_fold_producer(self, bi: int) -> int | None:
         """The op index that affine op ``bi`` can fold into (see :meth:`fold_affines`)."""
@@ -661,9 +665,7 @@ class PlanBuilder:
             x["tensors"] = {"weight": weight, "threshold": self.tensor(f"{base}.threshold", thr.astype(dtype))}
             x["outputs"] = list(last["outputs"])
             for gone in sorted([pi] if ai is None else [pi, ai], reverse=True):
-                del self.ops[gone]
-                for view in self.views.values():
-                    view["ops"] = [i - (i > gone) for i in view["ops"] if i != gone]
+                self._drop_op(gone)
             folded.append(x["name"])
             xi = next(i for i, op in enumerate(self.ops) if op is x) + 1
         return folded

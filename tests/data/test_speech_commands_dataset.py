@@ -48,6 +48,21 @@ def make_tree(root: Path, n_each: int = 2) -> dict[str, list[str]]:
     return speakers
 
 
+def mlp_spec(tree: Path, cache: Path) -> str:
+    """A 1-epoch MLP spec (TOML) on a crafted tree."""
+    return f"""
+[data]
+dataset = "speech_commands"
+params = {{ root = "{tree}", cache_dir = "{cache}", jobs = 1 }}
+[model]
+architecture = "mlp"
+params = {{ hidden = 16, depth = 2 }}
+[training]
+epochs = 1
+batch_size = 8
+"""
+
+
 def test_batches_from_a_crafted_tree(tmp_path):
     make_tree(tmp_path / "tree")
     params = SpeechCommandsParams(root=str(tmp_path / "tree"), cache_dir=str(tmp_path / "cache"), jobs=1)
@@ -87,17 +102,7 @@ def test_eval_on_another_tree(tmp_path, capsys):
     make_tree(tmp_path / "tree")
     make_tree(tmp_path / "more", n_each=3)  # 3 speakers per split: 30 keyword clips in test, not 20
     spec = tmp_path / "spec.toml"
-    spec.write_text(f"""
-[data]
-dataset = "speech_commands"
-params = {{ root = "{tmp_path / 'tree'}", cache_dir = "{tmp_path / 'cache'}", jobs = 1 }}
-[model]
-architecture = "mlp"
-params = {{ hidden = 16, depth = 2 }}
-[training]
-epochs = 1
-batch_size = 8
-""")
+    spec.write_text(mlp_spec(tmp_path / "tree", tmp_path / "cache"))
     run = tmp_path / "run"
     assert main(["train", str(spec), "-o", str(run), "-q"]) == 0
     assert main(["eval", str(run)]) == 0

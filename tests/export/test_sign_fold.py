@@ -43,11 +43,13 @@ def test_thresholds_are_exact_against_the_float_formula():
     assert flip.sum() == (mult < 0).sum()
 
 
-def _dfsmn(seed=0, slope=None):
+def _dfsmn(seed=0, slope=None, method="bifsmn"):
+    """A 4-block thinnable DFSMN binarized by ``method`` with trained-looking BatchNorms and
+    PReLU slopes ``slope`` (0.25 by default)."""
     from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
 
     torch.manual_seed(seed)
-    model = binkit.binarize(DFSMN(DFSMNParams(num_blocks=4, thin_levels=["4", "2"], view_weights={"4": 1.0, "2": 0.5}), 12, (1, 32, 32)), "bifsmn")
+    model = binkit.binarize(DFSMN(DFSMNParams(num_blocks=4, thin_levels=["4", "2"], view_weights={"4": 1.0, "2": 0.5}), 12, (1, 32, 32)), method)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -113,28 +115,20 @@ def test_threshold_artifact_validation(tmp_path, monkeypatch):
 
 
 def _reactnet_dfsmn(seed=0, beta=(0.05, 0.5), bias_scale=1.0):
-    """ReActNet DFSMN, trained-looking: RSign thresholds, RPReLU shifts and (positive) slopes."""
-    from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
+    """ReActNet DFSMN, trained-looking: RSign thresholds, RPReLU shifts and slopes in ``beta``."""
     from binkit_binarizers.reactnet import RPReLU, RSignInputQuantizer
 
-    torch.manual_seed(seed)
-    model = binkit.binarize(DFSMN(DFSMNParams(num_blocks=4, thin_levels=["4", "2"], view_weights={"4": 1.0, "2": 0.5}), 12, (1, 32, 32)), "reactnet")
-    g = torch.Generator().manual_seed(seed)
+    model = _dfsmn(seed, method="reactnet")
+    g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) * 3 - 1.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 2 - 1)
-            elif isinstance(m, RSignInputQuantizer):
+            if isinstance(m, RSignInputQuantizer):
                 m.threshold.copy_((torch.rand(m.threshold.shape, generator=g) - 0.5) * bias_scale)
             elif isinstance(m, RPReLU):
                 m.gamma.copy_((torch.rand(m.gamma.shape, generator=g) - 0.5) * bias_scale)
                 m.zeta.copy_((torch.rand(m.zeta.shape, generator=g) - 0.5) * bias_scale)
                 m.beta.copy_(torch.rand(m.beta.shape, generator=g) * (beta[1] - beta[0]) + beta[0])
-    return model.eval()
+    return model
 
 
 def test_prelu_then_affine_folds_exactly(tmp_path, monkeypatch):
