@@ -8,7 +8,11 @@ code's v1 "Vanilla" rule, reproduced faithfully for fidelity runs).
     inputs:    q = sign(x), g_x = g * 1[|x| <= 1]   (sign(0) = +1)
 
 so every binarized layer is ``sign(W)`` times one float per output channel, which folds into the
-engine's per-channel multiplier. The rest of this docstring describes ``bifsmn_code``.
+engine's per-channel multiplier. Its one param, ``activation_grad`` (:class:`BiFSMNParams`),
+selects the inputs' backward: ``"ste"`` (the default, the code's clipped STE above) or
+``"approxsign"`` (Bi-Real Net's ``max(2 - 2|x|, 0)``), an ablation asking how much of another
+method's lead is its gradient; the forward pass and the export are the same for both. The rest of
+this docstring describes ``bifsmn_code``.
 
 This is the scale rule of ``htqin/BiFSMN`` ``basic.py`` (``BiLinearVanilla``,
 ``BiConv1dVanilla``, ``BiConv2dVanilla``; see ``shared/reference/bifsmn.md`` section 4), kept so
@@ -50,15 +54,19 @@ https://arxiv.org/abs/2202.06483; code htqin/BiFSMN commit f6d52a0, ``basic.py``
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from binkit.entries import QuantizerEntry
 from binkit.quant.base import SteSignInputQuantizer, NotDeployableError, WeightQuantizer
-from binkit.quant.functional import sign
+from binkit.quant.functional import approx_sign, sign
 
 __all__ = [
     "BiFSMNCodeParams",
+    "BiFSMNParams",
+    "BiFSMNInputQuantizer",
     "NOT_DEPLOYABLE_REASON",
     "bifsmn_code_weight",
     "BiFSMNCodeWeightQuantizer",
@@ -157,11 +165,33 @@ class BiFSMNWeightQuantizer(WeightQuantizer):
         return bifsmn_weight(w)
 
 
+class BiFSMNParams(BaseModel):
+    """Params of the deployable ``bifsmn`` method."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    activation_grad: Literal["ste", "approxsign"] = Field(
+        "ste",
+        description="backward of the input sign: 'ste' is the reference's clipped STE "
+        "g * 1[|x| <= 1]; 'approxsign' is Bi-Real Net's g * max(2 - 2|x|, 0) (an ablation; "
+        "the forward pass and the export do not change)",
+    )
+
+
+class BiFSMNInputQuantizer(BiFSMNCodeInputQuantizer):
+    """``sign(x)``; backward per ``params.activation_grad`` (clipped STE or ApproxSign)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self.params, "activation_grad", "ste") == "approxsign":
+            return approx_sign(x)
+        return super().forward(x)
+
+
 DEPLOYABLE_ENTRY = QuantizerEntry(
     name="bifsmn",
     weight=BiFSMNWeightQuantizer,
-    input=BiFSMNCodeInputQuantizer,
-    params=BiFSMNCodeParams,
+    input=BiFSMNInputQuantizer,
+    params=BiFSMNParams,
     precision=1,
     packing="sign",
     description="BiFSMN, deployable: the code's per-row rule applied per output channel to every "

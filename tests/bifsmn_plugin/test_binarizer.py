@@ -205,3 +205,52 @@ class TestDeployableBiFSMN:
         (gw,) = torch.autograd.grad(out, w, g)
         torch.testing.assert_close(gw, g * torch.tensor([[[1.0, 1.0, 1.0]], [[0.0, 1.0, 1.0]]]))
         torch.testing.assert_close(q.export_scale(w.detach()), alpha.flatten())
+
+    @pytest.mark.parametrize(
+        "activation_grad, expected_grad",
+        [
+            # clipped STE: 1[|x| <= 1]
+            ("ste", [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]),
+            # ApproxSign: max(2 - 2|x|, 0)
+            ("approxsign", [0.0, 0.0, 1.0, 2.0, 2.0, 0.5, 0.0]),
+        ],
+    )
+    def test_activation_grad(self, activation_grad, expected_grad):
+        entry = registry.get("quantizer", "bifsmn")
+        params = entry.params(activation_grad=activation_grad)
+        q = entry.input(params, 7, -1)
+        x = torch.tensor([-1.5, -1.0, -0.5, 0.0, 0.0, 0.75, 1.25], requires_grad=True)
+        out = q(x)
+        # the forward pass does not depend on the option: sign(0) = +1
+        torch.testing.assert_close(out, torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0]))
+        (gx,) = torch.autograd.grad(out, x, torch.ones_like(x))
+        torch.testing.assert_close(gx, torch.tensor(expected_grad))
+
+    def test_activation_grad_default_and_bad_value(self):
+        from pydantic import ValidationError
+
+        entry = registry.get("quantizer", "bifsmn")
+        assert entry.params().activation_grad == "ste"
+        with pytest.raises(ValidationError, match="activation_grad"):
+            entry.params(activation_grad="tanh")
+
+    def test_spec_params_reach_every_input_quantizer(self):
+        """``[binarization] params = {activation_grad = ...}`` builds a model whose binary layers
+        all use it; a bad value fails at resolve time naming the field."""
+        from binkit.errors import BinkitError
+        from binkit.specs import parse_spec, resolve
+        from binkit.train import build_model
+        from bifsmn_plugin.binarizer import BiFSMNInputQuantizer
+
+        def spec(grad):
+            return parse_spec({
+                "name": "g", "data": {"dataset": "tones", "params": {"num_classes": 3}},
+                "model": {"architecture": "mlp", "params": {"hidden": 16, "depth": 2}},
+                "binarization": {"method": "bifsmn", "params": {"activation_grad": grad}},
+            })
+
+        model = build_model(resolve(spec("approxsign")), 3, (8,))
+        quantizers = [m for m in model.modules() if isinstance(m, BiFSMNInputQuantizer)]
+        assert quantizers and all(q.params.activation_grad == "approxsign" for q in quantizers)
+        with pytest.raises(BinkitError, match="activation_grad"):
+            resolve(spec("tanh"))
