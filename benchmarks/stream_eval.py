@@ -1,8 +1,9 @@
 """How well `binkit stream` finds keywords in a long recording built from a tree's test split.
 
 The recording strings together every test clip of the tree's keyword words (the model's labels
-other than ``_silence_``/``_unknown_``) and as many clips of other words (non-keywords, which
-must not fire), in a seeded random order, each followed by a gap of ``--gap-ms`` of silence;
+other than the ``--background`` ones, ``_silence_``/``_unknown_`` by default) and as many clips of
+other words (non-keywords, which must not fire), in a seeded random order, each followed by a gap
+of ``--gap-ms`` of silence;
 ``--snr DB`` adds the tree's background noise over the whole recording at that SNR (relative to
 the speech power). Torch-free: the clips are read with soundfile, the model runs on the runtime.
 
@@ -12,7 +13,9 @@ anything else (on a non-keyword clip, in a gap, a second detection of one word) 
 alarm**. Reported: hit rate over the keyword clips, confusions, false alarms per hour of audio.
 
     python benchmarks/stream_eval.py model.bkm data/speech_commands_synth_full --snr 10 \\
-        --hop-ms 100 --smooth-ms 500 --threshold 0.7 --suppress-ms 1000
+        --hop-ms 100 --smooth-ms 500 --threshold 0.7 --suppress-ms 1000 --min-windows 1
+
+The detector flags are `binkit stream`'s (binkit.runtime.stream.add_spec_arguments).
 """
 
 from __future__ import annotations
@@ -23,9 +26,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-BACKGROUND = ("_silence_", "_unknown_")
-
 
 def build_stream(tree: Path, keywords: list[str], sample_rate: int, gap_ms: float, seed: int,
                  snr_db: float | None = None) -> tuple[np.ndarray, list[tuple[int, int, str | None]]]:
@@ -99,28 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snr", type=float, default=None, help="add the tree's background noise at this SNR (dB)")
     ap.add_argument("--gap-ms", type=float, default=1000.0, help="silence after each clip (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="clip order and noise crop")
-    ap.add_argument("--hop-ms", type=float, default=100.0)
-    ap.add_argument("--smooth-ms", type=float, default=500.0)
-    ap.add_argument("--threshold", type=float, default=0.7)
-    ap.add_argument("--suppress-ms", type=float, default=1000.0)
+    from binkit.runtime.stream import add_spec_arguments, spec_from_args
+
+    add_spec_arguments(ap)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = ap.parse_args(argv)
 
     import binkit.runtime
-    from binkit.runtime.stream import StreamSpec, detect
+    from binkit.runtime.stream import detect
 
     from binkit.errors import BinkitError
 
     try:
-        spec = StreamSpec(hop_ms=args.hop_ms, smooth_ms=args.smooth_ms, threshold=args.threshold,
-                          suppress_ms=args.suppress_ms)
+        spec = spec_from_args(args)
         model = binkit.runtime.load(args.model, backend=args.backend)
     except (BinkitError, ValueError) as exc:
         ap.error(str(exc))
     if model.frontend is None:
         raise SystemExit(f"{args.model}: the model takes features, not audio")
     sr = int(model.frontend.spec.sample_rate)
-    keywords = [label for label in model.labels if label not in BACKGROUND]
+    keywords = [label for label in model.labels if label not in spec.background]
     audio, spans = build_stream(args.tree, keywords, sr, args.gap_ms, args.seed, args.snr)
     found = detect(model, audio, spec, args.view)
     result = score(found, spans, sr, len(audio) / sr)

@@ -187,12 +187,9 @@ def _runtime_args(s: argparse.ArgumentParser, audio_help: str) -> None:
 def _cmd_stream(args: argparse.Namespace) -> int:
     import json
 
-    from binkit.runtime.stream import StreamSpec, detect_file
+    from binkit.runtime.stream import detect_file, spec_from_args
 
-    spec = StreamSpec(hop_ms=args.hop_ms, smooth_ms=args.smooth_ms, threshold=args.threshold,
-                      suppress_ms=args.suppress_ms,
-                      **({"background": tuple(b for b in args.background.split(",") if b)}
-                         if args.background is not None else {}))
+    spec = spec_from_args(args)
     found, seconds = detect_file(args.model, args.audio, spec, backend=args.backend, view=args.view)
     for d in found:
         print(f"{d.start_s:9.3f}\t{d.end_s:9.3f}\t{d.label}\t{d.score:.4f}")
@@ -366,14 +363,12 @@ def _parser() -> argparse.ArgumentParser:
                        description="Slide the model's window over a long audio file every --hop-ms, "
                        "average each class's score over the last --smooth-ms, report a keyword when its "
                        "smoothed score is the best and reaches --threshold, then stay quiet for "
-                       "--suppress-ms. Prints start, end (seconds), label and score per detection.")
+                       "--suppress-ms; nothing fires before --min-windows windows are averaged. Prints "
+                       "start, end (seconds), label and score per detection.")
     _runtime_args(s, "audio file (any rate; mixed to mono, resampled to the model's rate)")
-    s.add_argument("--hop-ms", type=float, default=100.0, help="window hop (default 100)")
-    s.add_argument("--smooth-ms", type=float, default=500.0, help="score averaging span (default 500)")
-    s.add_argument("--threshold", type=float, default=0.7, help="smoothed score that fires (default 0.7)")
-    s.add_argument("--suppress-ms", type=float, default=1000.0, help="quiet time after a detection (default 1000)")
-    s.add_argument("--background", default=None,
-                   help="comma-separated labels that never fire (default _silence_,_unknown_)")
+    from binkit.runtime.stream import add_spec_arguments
+
+    add_spec_arguments(s)
     s.add_argument("--json", default=None, help="also write the detections here (JSON)")
     s.set_defaults(func=_cmd_stream)
 

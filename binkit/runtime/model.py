@@ -54,7 +54,12 @@ class RuntimeModel:
         return (f"RuntimeModel(backend={self.backend!r}, input={self.input_shape}, "
                 f"labels={len(self.labels)}, views={self.views})")
 
-    def _view(self, view: str | int | None) -> str:
+    def resolve_view(self, view: str | int | None) -> str:
+        """The artifact's view key for ``view`` (``None``: the default view).
+
+        Raises:
+            ValueError: the artifact has no such view (the message lists its views).
+        """
         if view is None:
             return self.default_view
         key = str(view)
@@ -99,7 +104,7 @@ class RuntimeModel:
 
     def logits(self, x: Any, view: str | int | None = None) -> np.ndarray:
         """Raw scores ``(batch, num_labels)`` (``(num_labels,)`` for a single clip)."""
-        key = self._view(view)
+        key = self.resolve_view(view)
         feats, single = self.features(x)
         out = self.program.run(feats, key)
         return out[0] if single else out

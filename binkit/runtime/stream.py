@@ -9,13 +9,17 @@ every ``hop_ms``, then:
 2. **decision**: the class with the best smoothed score fires when that score reaches
    ``threshold``, unless it is a background label (``_silence_``, ``_unknown_`` by default);
 3. **suppression**: after a detection, nothing fires for ``suppress_ms`` (one spoken word spans
-   several overlapping windows).
+   several overlapping windows);
+4. **minimum count**: nothing fires until ``min_windows`` windows are in the average, so at the
+   start of a stream one window's scores cannot fire alone (default 1: no such wait).
 
 A detection is stamped with the window that fired (``start_s``, ``end_s``: the detector knows
 of the word at ``end_s``), its label and smoothed score. Feeding audio in chunks of any size
 gives the same detections as feeding it whole (windows are computed in batches either way).
 This is the scheme of the TensorFlow speech_commands streaming example (``RecognizeCommands``:
-average window, detection threshold, suppression time), without its minimum-count rule.
+average window, detection threshold, suppression time, minimum count). With a regular hop the
+average holds ``smooth_ms // hop_ms + 1`` windows once the stream is that long, so the minimum
+count only matters at the start, as in the TF example.
 
     model = binkit.runtime.load("bifsmn.bkm")
     detections = detect(model, waveform)                      # a whole recording
@@ -33,7 +37,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Detection", "StreamSpec", "StreamingDetector", "detect", "detect_file"]
+__all__ = ["Detection", "StreamSpec", "StreamingDetector", "add_spec_arguments", "detect", "detect_file",
+           "spec_from_args"]
 
 BACKGROUND = ("_silence_", "_unknown_")
 
@@ -47,6 +52,8 @@ class StreamSpec(BaseModel):
     smooth_ms: float = Field(500.0, ge=0, description="average the scores of the windows of the last smooth_ms")
     threshold: float = Field(0.7, gt=0, le=1, description="smoothed score at which a keyword fires")
     suppress_ms: float = Field(1000.0, ge=0, description="no detection for suppress_ms after one")
+    min_windows: int = Field(1, ge=1, description="windows that must be in the average before a keyword "
+                             "fires (the TF example's minimum_count)")
     background: tuple[str, ...] = Field(BACKGROUND, description="labels that never fire")
     batch: int = Field(64, ge=1, description="windows run through the model at once")
 
@@ -80,8 +87,9 @@ class StreamingDetector:
         view: the model view (thinness) to run; ``None`` for its default.
 
     Raises:
-        ValueError: the model takes features, not audio; no label would ever fire; the hop is
-            shorter than one sample.
+        ValueError: the model takes features, not audio; no label would ever fire (every label is
+            background, or ``min_windows`` exceeds the smoothing span); the hop is shorter than
+            one sample.
     """
 
     def __init__(self, model: Any, spec: StreamSpec | None = None, view: str | int | None = None) -> None:
@@ -89,7 +97,7 @@ class StreamingDetector:
             raise ValueError("the model has no front-end spec: it takes features, not audio, so it cannot stream")
         self.model = model
         self.spec = spec or StreamSpec()
-        self.view = model._view(view)
+        self.view = model.resolve_view(view)
         fe = model.frontend.spec
         self.sample_rate = int(fe.sample_rate)
         self.window = int(fe.num_samples)
@@ -97,6 +105,10 @@ class StreamingDetector:
         if self.hop < 1:
             raise ValueError(f"hop_ms = {self.spec.hop_ms} is shorter than one sample at {self.sample_rate} Hz")
         self.smooth = int(self.spec.smooth_ms // self.spec.hop_ms) + 1  # windows starting within smooth_ms
+        if self.spec.min_windows > self.smooth:
+            raise ValueError(f"min_windows = {self.spec.min_windows} exceeds the {self.smooth} window(s) that "
+                             f"smooth_ms = {self.spec.smooth_ms:g} averages at hop_ms = {self.spec.hop_ms:g}; "
+                             "nothing could fire")
         self.suppress = int(round(self.spec.suppress_ms * self.sample_rate / 1000))
         self.keywords = np.array([label not in self.spec.background for label in model.labels])
         if not self.keywords.any():
@@ -152,6 +164,8 @@ class StreamingDetector:
             self._recent.pop(0)
         avg = np.mean(self._recent, axis=0)
         end = start + self.window
+        if len(self._recent) < self.spec.min_windows:
+            return None
         if self._last_fire is not None and end - self._last_fire < self.suppress:
             return None
         best = int(np.argmax(avg))
@@ -160,6 +174,34 @@ class StreamingDetector:
         self._last_fire = end
         sr = self.sample_rate
         return Detection(self.model.labels[best], float(avg[best]), start / sr, end / sr)
+
+
+def add_spec_arguments(parser: Any) -> None:
+    """Add the detector settings to an ``argparse`` parser (``binkit stream``, stream_eval.py)."""
+    d = StreamSpec()
+    parser.add_argument("--hop-ms", type=float, default=d.hop_ms, help=f"window hop (default {d.hop_ms:g})")
+    parser.add_argument("--smooth-ms", type=float, default=d.smooth_ms,
+                        help=f"score averaging span (default {d.smooth_ms:g})")
+    parser.add_argument("--threshold", type=float, default=d.threshold,
+                        help=f"smoothed score that fires (default {d.threshold:g})")
+    parser.add_argument("--suppress-ms", type=float, default=d.suppress_ms,
+                        help=f"quiet time after a detection (default {d.suppress_ms:g})")
+    parser.add_argument("--min-windows", type=int, default=d.min_windows,
+                        help="windows that must be in the average before anything fires; matters at the "
+                        f"start of a stream (default {d.min_windows})")
+    parser.add_argument("--background", default=None,
+                        help=f"comma-separated labels that never fire (default {','.join(d.background)})")
+
+
+def spec_from_args(args: Any) -> StreamSpec:
+    """The :class:`StreamSpec` of arguments added by :func:`add_spec_arguments`.
+
+    Raises:
+        pydantic.ValidationError: a setting is out of range (a ``ValueError``).
+    """
+    extra = {} if args.background is None else {"background": tuple(b for b in args.background.split(",") if b)}
+    return StreamSpec(hop_ms=args.hop_ms, smooth_ms=args.smooth_ms, threshold=args.threshold,
+                      suppress_ms=args.suppress_ms, min_windows=args.min_windows, **extra)
 
 
 def detect(model: Any, audio: Any, spec: StreamSpec | None = None, view: str | int | None = None) -> list[Detection]:

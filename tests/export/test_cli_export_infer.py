@@ -71,6 +71,9 @@ def test_train_export_infer(tmp_path, capsys):
     everything = ",".join(binkit.runtime.load(str(artifact)).labels)
     assert main(["stream", str(artifact), str(long), "--background", everything]) == 2
     assert "nothing could fire" in capsys.readouterr().err
+    # the default --smooth-ms 500 at --hop-ms 100 averages 6 windows: 7 can never be reached
+    assert main(["stream", str(artifact), str(long), "--min-windows", "7", "--json", str(tmp_path / "no.json")]) == 2
+    assert "min_windows = 7 exceeds the 6 window(s)" in capsys.readouterr().err and not (tmp_path / "no.json").exists()
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"RIFF not really a wav file")
     assert main(["stream", str(artifact), str(junk)]) == 2

@@ -25,7 +25,7 @@ class FakeModel:
         self.frontend = SimpleNamespace(spec=SimpleNamespace(sample_rate=SR, num_samples=WIN)) if frontend else None
         self.calls = []
 
-    def _view(self, view):
+    def resolve_view(self, view):
         return "default" if view is None else str(view)
 
     def predict(self, windows, view=None):
@@ -74,6 +74,21 @@ def test_suppression_merges_close_words_only():
     assert [d.label for d in detect(FakeModel(), x, quick)] == ["yes", "no", "yes"]
 
 
+def test_nothing_fires_before_min_windows_windows_are_averaged():
+    x = stream(2000, [(0, 100, 1.0)])  # a word at the very start: window s holds (100 - s) / 100 of it
+    smooth = SHARP.model_copy(update={"smooth_ms": 30})  # 4 windows once the stream is 130 ms long
+    (d,) = detect(FakeModel(), x, smooth)
+    assert (d.start_s, d.score) == (0.0, pytest.approx(1.0))  # one window fires alone
+    (d,) = detect(FakeModel(), x, smooth.model_copy(update={"min_windows": 4}))
+    # the first full average is windows 0..30: (1.0 + 0.9 + 0.8 + 0.7) / 4
+    assert (d.start_s, d.score) == (0.03, pytest.approx(0.85))
+    # later in the stream the average is always full, so the rule changes nothing there
+    late = stream(3000, [(1500, 100, 1.0)])
+    assert detect(FakeModel(), late, smooth) == detect(FakeModel(), late, smooth.model_copy(update={"min_windows": 4}))
+    with pytest.raises(ValueError, match="min_windows = 5 exceeds the 4 window"):
+        StreamingDetector(FakeModel(), smooth.model_copy(update={"min_windows": 5}))
+
+
 def test_background_labels_never_fire():
     assert detect(FakeModel(), stream(3000, []), SHARP) == []  # _silence_ scores 1.0 throughout
     # "yes" fires only because it is not listed as background
@@ -111,6 +126,7 @@ def test_windows_run_in_batches_and_a_short_recording_is_padded_to_one_window():
 
 @pytest.mark.parametrize("bad", [{"hop_ms": 0}, {"threshold": 0}, {"threshold": 1.5}, {"smooth_ms": -1},
                                  {"suppress_ms": float("inf")}, {"hop_ms": float("nan")}, {"batch": 0},
+                                 {"min_windows": 0},
                                  {"hop": 10}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValidationError):
