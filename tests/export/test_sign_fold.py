@@ -150,3 +150,32 @@ def test_prelu_then_affine_folds_exactly(tmp_path, monkeypatch):
 def test_prelu_then_affine_is_not_folded_with_a_non_positive_slope(tmp_path, monkeypatch):
     report = _export(_reactnet_dfsmn(beta=(-0.3, -0.01)), tmp_path / "m.bkm", True, monkeypatch)
     assert report.sign_folded == []
+
+
+@pytest.mark.parametrize("m2", [0.0, -0.5])
+def test_prelu_then_affine_is_not_folded_with_a_non_positive_affine_multiplier(tmp_path, monkeypatch, m2):
+    """``m2 prelu(z) + c2 >= 0 iff z >= q`` needs ``m2 > 0``. RPReLU's affines always have
+    ``m2 = 1``, so the plan is edited just before folding (one channel gets ``m2``), folded,
+    then restored and folded again so that the export still reproduces the model."""
+    fold = PlanBuilder.fold_sign_outputs
+    edited_result = []
+
+    def edited(self):
+        saved = {}
+        for op in self.ops:
+            if op["op"] == "affine":
+                name = op["tensors"]["multiplier"]
+                mult = self.tensors[name].copy()
+                mult[3] = m2
+                self.tensors[f"{name}.edited"] = mult
+                op["tensors"]["multiplier"] = saved[id(op)] = f"{name}.edited"
+        edited_result.append(fold(self))
+        for op in self.ops:
+            if id(op) in saved:
+                op["tensors"]["multiplier"] = saved[id(op)].removesuffix(".edited")
+        return fold(self)
+
+    monkeypatch.setattr(PlanBuilder, "fold_sign_outputs", edited)
+    report = export_model(_reactnet_dfsmn(), tmp_path / "m.bkm", labels=[str(i) for i in range(12)], float16=False)
+    assert edited_result == [[]]
+    assert report.sign_folded == [f"blocks.{i}.expand" for i in range(4)]  # the unedited plan folds
