@@ -19,7 +19,8 @@ as in the original split.
         --runs runs/bifsmn-full/* runs/bifsmn-full-seeds/*
 
 Prints Markdown tables: accuracy per run and tree, then per method (cell name without its
-``-seedN`` suffix) over seeds, and BiFSMN's paired differences. ``--last`` also evaluates each
+``-seedN`` suffix) over seeds, and each ``--baseline`` method's paired differences (BiFSMN's by
+default: ``bifsmn minus`` every method that shares at least two seeds with it). ``--last`` also evaluates each
 run's final-epoch weights (``checkpoints/last.pt``) as ``NAME@last``, to see what checkpoint
 selection on a small validation split adds to the seed-to-seed spread. Rewrites the render trees'
 ``testing_list.txt`` and ``validation_list.txt`` (the originals are kept as ``*.orig``).
@@ -56,6 +57,7 @@ import json
 import re
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -166,11 +168,12 @@ def score_run(job: tuple[Path, bool, dict, bool]) -> dict[str, list]:
             for tree, (x, y) in pack["trees"].items()}
 
 
-def report(table: dict[str, dict[str, list]]) -> None:
+def report(table: dict[str, dict[str, list]], baselines: Sequence[str] = ("bifsmn",)) -> None:
     """Print the tables from ``{label: {tree: [accuracy by view, clips]}}``.
 
     Clean test splits and each noise level (keys ``TREE@SNRdB``) are tabulated separately, the
-    first tree of each being its "original test".
+    first tree of each being its "original test". Each method of ``baselines`` gets a table of
+    its paired differences (by seed) against every other method.
     """
     runs = list(table)
     trees = list(table[runs[0]])
@@ -181,10 +184,10 @@ def report(table: dict[str, dict[str, list]]) -> None:
     for c in conditions:
         if len(conditions) > 1:
             print(f"\n### {'noise at ' + c[:-2] + ' dB SNR' if c else 'clean'}\n")
-        _report(table, [t for t in trees if condition(t) == c])
+        _report(table, [t for t in trees if condition(t) == c], baselines)
 
 
-def _report(table: dict[str, dict[str, list]], trees: list[str]) -> None:
+def _report(table: dict[str, dict[str, list]], trees: list[str], baselines: Sequence[str]) -> None:
     runs = list(table)
     n = {t: table[runs[0]][t][1] for t in trees}
     total = sum(n.values())
@@ -213,14 +216,14 @@ def _report(table: dict[str, dict[str, list]], trees: list[str]) -> None:
         p = [r[2] for r in rows]
         sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else float("nan"))
         print(f"| {name} | {len(rows)} | {statistics.mean(o):.4f} | {sd(o):.4f} | {statistics.mean(p):.4f} | {sd(p):.4f} |")
-    for variant in ("", "@last"):
-        if "bifsmn" + variant not in methods:
+    for baseline, variant in ((b, v) for b in baselines for v in ("", "@last")):
+        if baseline + variant not in methods:
             continue
         for col, which in ((1, "original test"), (2, "pooled")):
-            base = {r[0]: r[col] for r in methods["bifsmn" + variant]}
+            base = {r[0]: r[col] for r in methods[baseline + variant]}
             lines = []
             for name, rows in methods.items():
-                if name == "bifsmn" + variant or len(rows) < 2 or name.endswith("@last") != bool(variant):
+                if name == baseline + variant or len(rows) < 2 or name.endswith("@last") != bool(variant):
                     continue
                 d = [100 * (base[r[0]] - r[col]) for r in rows if r[0] in base]
                 if len(d) < 2:
@@ -229,8 +232,9 @@ def _report(table: dict[str, dict[str, list]], trees: list[str]) -> None:
                 t = statistics.mean(d) / (sd / len(d) ** 0.5) if sd else float("inf")
                 lines.append(f"| {name} | " + ", ".join(f"{x:+.2f}" for x in d)
                              + f" | {statistics.mean(d):+.2f} | {sd:.2f} | {t:+.2f} |")
-            if lines:  # no table when no method shares two or more seeds with BiFSMN
-                print(f"\n| BiFSMN{variant} minus | per seed, {which} (points) | mean | sd | paired t |"
+            if lines:  # no table when no method shares two or more seeds with the baseline
+                title = "BiFSMN" if baseline == "bifsmn" else baseline
+                print(f"\n| {title}{variant} minus | per seed, {which} (points) | mean | sd | paired t |"
                       "\n|---|---|---:|---:|---:|")
                 print("\n".join(lines))
 
@@ -249,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="score this many runs at once (processes)")
     ap.add_argument("--save", type=Path, metavar="JSON", help="write the scores here")
     ap.add_argument("--scores", type=Path, nargs="+", metavar="JSON", help="print the tables of saved scores")
+    ap.add_argument("--baseline", nargs="+", default=["bifsmn"], metavar="METHOD",
+                    help="methods (cell names without -seedN) whose paired differences by seed against "
+                         "every other method are tabulated (default: bifsmn)")
     args = ap.parse_args(argv)
 
     if args.scores:
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         table: dict[str, dict[str, list]] = {}
         for f in args.scores:
             table.update(json.loads(f.read_text()))
-        report(table)
+        report(table, args.baseline)
         return 0
     if not args.runs:
         ap.error("--runs is required (or --scores)")
@@ -310,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     table = {label: s for (label, _), s in zip(jobs, scores)}
     if args.save:
         atomic_write_text(args.save, json.dumps(table, indent=1) + "\n")
-    report(table)
+    report(table, args.baseline)
     return 0
 
 

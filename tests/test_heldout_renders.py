@@ -231,3 +231,20 @@ def test_no_paired_table_without_two_shared_seeds(capsys):
     mod.report({"bifsmn": {"a": [{"8": 0.9}, 10]}, "bnn": {"a": [{"8": 0.8}, 10]}})
     out = capsys.readouterr().out
     assert "| bifsmn | 1 | 0.9000 | nan |" in out and "BiFSMN minus" not in out
+
+
+def test_other_baselines_get_their_own_paired_tables(tmp_path, capsys):
+    mod = load_script()
+    one = lambda acc: {"a": [{"8": acc}, 10]}  # noqa: E731
+    table = {"reactnet-seed0": one(0.9), "reactnet-seed1": one(0.8), "reactnet-hed-seed0": one(0.7),
+             "reactnet-hed-seed1": one(0.7), "bifsmn-seed0": one(0.5), "bifsmn-seed1": one(0.6)}
+    (tmp_path / "s.json").write_text(json.dumps(table))
+    assert mod.main(["--scores", str(tmp_path / "s.json"), "--baseline", "reactnet", "bifsmn"]) == 0
+    out = capsys.readouterr().out
+    reactnet = out.split("| reactnet minus |")[1].split("BiFSMN minus")[0]
+    assert "| reactnet-hed | +20.00, +10.00 | +15.00 |" in reactnet
+    assert "| bifsmn | +40.00, +20.00 | +30.00 |" in reactnet
+    assert "| reactnet | -40.00, -20.00 | -30.00 |" in out.split("| BiFSMN minus |")[1]
+    assert mod.main(["--scores", str(tmp_path / "s.json")]) == 0  # the default: BiFSMN's table only
+    out = capsys.readouterr().out
+    assert "BiFSMN minus" in out and "reactnet minus" not in out
