@@ -198,42 +198,80 @@ BK_ATTR static inline void BK_FN(bk_store16)(float *out, const VF v[BK_VN], int6
 }
 
 /* The common epilogue chains, applied in registers without a dispatch per chunk when the
- * channels of a position are contiguous (out_so == 1) and floats are written:
- *   1 = no post-op, 2 = prelu, 3 = prelu then add; 0 = anything else (row-wise bk_post_apply). */
+ * channels of a position are contiguous (out_so == 1) and floats are written: a prelu, then an
+ * affine, then an add, each optional, in that order (BiFSMN/BNN: prelu [+ add]; ReActNet's RPReLU:
+ * prelu + affine [+ add]). The mode is BK_CHAIN_ON with a bit per post-op present; 0 = any other
+ * chain (row-wise bk_post_apply / bk_post16). */
+#ifndef BK_CHAIN_ON /* this header is included once per kernel variant */
+#define BK_CHAIN_ON 1
+#define BK_CHAIN_PRELU 2
+#define BK_CHAIN_AFFINE 4
+#define BK_CHAIN_ADD 8
+/* The chain's affine parameters for channels c..c+BK_VW-1 (shared ones broadcast). */
+#define BK_CHAIN_AFFINE_LOAD(fc, c, am_, ab_)      \
+    do {                                             \
+        if ((fc).apc) {                              \
+            BK_LOADV(am_, (fc).am + (c));            \
+            BK_LOADV(ab_, (fc).ab + (c));            \
+        } else {                                     \
+            am_ = (VF){0} + (fc).am0;                \
+            ab_ = (VF){0} + (fc).ab0;                \
+        }                                            \
+    } while (0)
+#endif
+
 static inline int BK_FN(bk_fast_chain)(const bk_op *op) {
     if (op->out_so != 1 || op->bits_out) return 0;
-    if (op->npost == 0) return 1;
-    if (op->post[0].kind != BK_POST_PRELU) return 0;
-    if (op->npost == 1) return 2;
-    if (op->npost == 2 && op->post[1].kind == BK_POST_ADD) return 3;
-    return 0;
+    static const int order[3][2] = {{BK_POST_PRELU, BK_CHAIN_PRELU}, {BK_POST_AFFINE, BK_CHAIN_AFFINE},
+                                    {BK_POST_ADD, BK_CHAIN_ADD}};
+    int mode = BK_CHAIN_ON, k = 0;
+    for (int j = 0; j < 3 && k < op->npost; ++j)
+        if (op->post[k].kind == order[j][0]) {
+            mode |= order[j][1];
+            ++k;
+        }
+    return k == op->npost ? mode : 0;
 }
 
 /* The fast chain with its parameters hoisted out of the op (read once per op, kept in registers:
  * the stores through `out` may not alias them). */
 typedef struct {
     int mode, pc;        /* bk_fast_chain; prelu slope per channel */
-    const float *a;      /* prelu slopes (mode >= 2) */
+    const float *a;      /* prelu slopes (mode & BK_CHAIN_PRELU) */
     float a0;            /* the slope when shared */
-    const float *r;      /* mode 3: the ADD operand (the output's layout) */
+    int apc;             /* affine parameters per channel (mode & BK_CHAIN_AFFINE) */
+    const float *am, *ab; /* the affine's multiplier and offset */
+    float am0, ab0;      /* ... when shared */
+    const float *r;      /* mode & BK_CHAIN_ADD: the ADD operand (the output's layout) */
 } BK_FN(bk_fastc);
 
 static inline BK_FN(bk_fastc) BK_FN(bk_fastc_make)(const bk_op *op, int mode, float *const *slots) {
-    BK_FN(bk_fastc) fc = {mode, 0, 0, 0.0f, 0};
-    if (mode >= 2) {
-        fc.pc = op->post[0].per_channel != 0;
-        fc.a = op->post[0].a;
-        fc.a0 = op->post[0].a[0];
+    BK_FN(bk_fastc) fc = {mode, 0, 0, 0.0f, 0, 0, 0, 1.0f, 0.0f, 0};
+    int k = 0;
+    if (mode & BK_CHAIN_PRELU) {
+        fc.pc = op->post[k].per_channel != 0;
+        fc.a = op->post[k].a;
+        fc.a0 = op->post[k].a[0];
+        ++k;
     }
-    if (mode == 3) fc.r = slots[op->post[1].slot];
+    if (mode & BK_CHAIN_AFFINE) {
+        fc.apc = op->post[k].per_channel != 0;
+        fc.am = op->post[k].a;
+        fc.ab = op->post[k].b;
+        fc.am0 = op->post[k].a[0];
+        fc.ab0 = op->post[k].b[0];
+        ++k;
+    }
+    if (mode & BK_CHAIN_ADD) fc.r = slots[op->post[k].slot];
     return fc;
 }
+
 
 /* Channels o..o+15 of one position in v: the chain fc.mode (bk_fast_chain), then the store at
  * out + off + o (the same float operations as bk_post16 / bk_post_apply). */
 BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_fast16)(const BK_FN(bk_fastc) fc, VF v[BK_VN],
                                                                             int64_t o, int64_t off, float *out) {
-    if (fc.mode >= 2) {
+    if (fc.mode & BK_CHAIN_PRELU) {
         for (int u = 0; u < BK_VN; ++u) {
             VF a;
             if (fc.pc) {
@@ -244,7 +282,14 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_fast16)(const
             v[u] = BK_FN(bk_prelu)(v[u], a);
         }
     }
-    if (fc.mode == 3) {
+    if (fc.mode & BK_CHAIN_AFFINE) {
+        for (int u = 0; u < BK_VN; ++u) {
+            VF am, ab;
+            BK_CHAIN_AFFINE_LOAD(fc, o + u * BK_VW, am, ab);
+            v[u] = am * v[u] + ab;
+        }
+    }
+    if (fc.mode & BK_CHAIN_ADD) {
         const float *r = fc.r + off + o;
         for (int u = 0; u < BK_VN; ++u) {
             VF rv;
@@ -879,13 +924,14 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
         const int pc = fc.pc, mode = fast;
         for (int64_t o = 0; o < O; o += 16) {
             VI bv[BK_VN];
-            VF m[BK_VN], f[BK_VN], a[BK_VN];
+            VF m[BK_VN], f[BK_VN], a[BK_VN], am[BK_VN], ab[BK_VN];
             for (int u = 0; u < BK_VN; ++u) {
                 BK_LOADV(bv[u], base + o + u * BK_VW);
                 BK_LOADV(m[u], mult + o + u * BK_VW);
                 BK_LOADV(f[u], offs + o + u * BK_VW);
                 a[u] = (VF){0} + fc.a0;
-                if (mode >= 2 && pc) BK_LOADV(a[u], fc.a + o + u * BK_VW);
+                if ((mode & BK_CHAIN_PRELU) && pc) BK_LOADV(a[u], fc.a + o + u * BK_VW);
+                BK_CHAIN_AFFINE_LOAD(fc, o + u * BK_VW, am[u], ab[u]);
             }
             for (int64_t oy = 0; oy < Ho; ++oy)
                 for (int64_t ox = 0; ox < Wo; ++ox) {
@@ -896,10 +942,13 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
                         BK_LOADV(cv, c + u * BK_VW);
                         const VI d = bv[u] - (cv + cv);
                         VF v = m[u] * __builtin_convertvector(d, VF) + f[u];
-                        if (mode >= 2) {
+                        if (mode & BK_CHAIN_PRELU) {
                             v = BK_FN(bk_prelu)(v, a[u]);
                         }
-                        if (mode == 3) {
+                        if (mode & BK_CHAIN_AFFINE) {
+                            v = am[u] * v + ab[u];
+                        }
+                        if (mode & BK_CHAIN_ADD) {
                             VF rv;
                             BK_LOADV(rv, rr + off + u * BK_VW);
                             v = v + rv;
@@ -1027,7 +1076,7 @@ BK_ATTR static inline void BK_FN(bk_dw_tail)(const bk_op *op, float *y, int64_t 
  * products) in [-5, 0]; a padded tap read a 0 row, i.e. added w8, which is taken back, so s counts
  * the valid taps only and dot = valid - 2 * count = valid + 2 * s.  That exact integer comes as a
  * float from a 16-entry table indexed by s (low 4 bits), then the same float chain as the
- * generic path (m * dot + f, prelu, add; multiply and add separately): the same bits. */
+ * generic path (m * dot + f, prelu, affine, add; multiply and add separately): the same bits. */
 BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out, uint8_t *scr,
                                      const BK_FN(bk_fastc) *fcp) {
     const BK_FN(bk_fastc) fc = *fcp;
@@ -1059,12 +1108,14 @@ BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out
     for (int64_t c = 0; c < C; c += 64) {
         __m512i w[5];
         for (int j = 0; j < 5; ++j) w[j] = _mm512_loadu_si512((const void *)(w8 + j * Cp + c));
-        __m512 m[4], f[4], a[4];
+        __m512 m[4], f[4], a[4], am[4], ab[4];
         for (int u = 0; u < 4; ++u) {
             m[u] = _mm512_loadu_ps(op->mult + c + 16 * u);
             f[u] = _mm512_loadu_ps(op->offs + c + 16 * u);
             a[u] = _mm512_set1_ps(fc.a0);
-            if (mode >= 2 && pc) a[u] = _mm512_loadu_ps(fc.a + c + 16 * u);
+            if ((mode & BK_CHAIN_PRELU) && pc) a[u] = _mm512_loadu_ps(fc.a + c + 16 * u);
+            am[u] = fc.apc ? _mm512_loadu_ps(fc.am + c + 16 * u) : _mm512_set1_ps(fc.am0);
+            ab[u] = fc.apc ? _mm512_loadu_ps(fc.ab + c + 16 * u) : _mm512_set1_ps(fc.ab0);
         }
         for (int64_t t = 0; t < Wo; ++t) {
             const int8_t *s0 = S + t * sw * Cp + c;
@@ -1088,8 +1139,9 @@ BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out
             for (int u = 0; u < 4; ++u) {
                 const __m512i si = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(const void *)(tmp + 16 * u)));
                 __m512 v = _mm512_add_ps(_mm512_mul_ps(m[u], _mm512_permutexvar_ps(si, lut)), f[u]);
-                if (mode >= 2) v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGE_UQ), a[u], v);
-                if (mode == 3) v = _mm512_add_ps(v, _mm512_loadu_ps(r + 16 * u));
+                if (mode & BK_CHAIN_PRELU) v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGE_UQ), a[u], v);
+                if (mode & BK_CHAIN_AFFINE) v = _mm512_add_ps(_mm512_mul_ps(am[u], v), ab[u]);
+                if (mode & BK_CHAIN_ADD) v = _mm512_add_ps(v, _mm512_loadu_ps(r + 16 * u));
                 _mm512_storeu_ps(o + 16 * u, v);
             }
         }
@@ -1153,7 +1205,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
         const int pc = fc.pc, mode = fast;
         for (int64_t c = 0; c < C; c += 16) {
             VI w0[BK_VN], w1[BK_VN], w2[BK_VN], w3[BK_VN], w4[BK_VN];
-            VF m[BK_VN], f[BK_VN], a[BK_VN];
+            VF m[BK_VN], f[BK_VN], a[BK_VN], am[BK_VN], ab[BK_VN];
             for (int u = 0; u < BK_VN; ++u) {
                 const int64_t cu = c + u * BK_VW;
                 BK_LOADV(w0[u], wmr + cu);
@@ -1164,7 +1216,8 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                 BK_LOADV(m[u], mult + cu);
                 BK_LOADV(f[u], offs + cu);
                 a[u] = (VF){0} + fc.a0;
-                if (mode >= 2 && pc) BK_LOADV(a[u], fc.a + cu);
+                if ((mode & BK_CHAIN_PRELU) && pc) BK_LOADV(a[u], fc.a + cu);
+                BK_CHAIN_AFFINE_LOAD(fc, cu, am[u], ab[u]);
             }
             for (int64_t t = 0; t < Wo; ++t) {
                 const float *s0 = Sp + (t * sw) * Cp + c; /* padded row t * sw + j * dw - pl + pl */
@@ -1183,10 +1236,13 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                     d = d + (VF)(x3 ^ w3[u]);
                     d = d + (VF)(x4 ^ w4[u]);
                     VF v = m[u] * d + f[u];
-                    if (mode >= 2) {
+                    if (mode & BK_CHAIN_PRELU) {
                         v = BK_FN(bk_prelu)(v, a[u]);
                     }
-                    if (mode == 3) {
+                    if (mode & BK_CHAIN_AFFINE) {
+                        v = am[u] * v + ab[u];
+                    }
+                    if (mode & BK_CHAIN_ADD) {
                         VF rv;
                         BK_LOADV(rv, rr + t * out_sw + c + u * BK_VW);
                         v = v + rv;
@@ -1198,7 +1254,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
         return;
     }
     if (fast && (C & 15) == 0) {
-        /* the common chain (transform, then none / prelu / prelu + add), channels contiguous:
+        /* the common chain (transform, then [prelu] [affine] [add]), channels contiguous:
          * one vector of channels at a time through every valid tap, the chain in registers
          * (the same float operations as the general path below) */
         const float *restrict Sr = S;
@@ -1214,7 +1270,7 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
             while (jhi > jlo && t * sw + (jhi - 1) * dw - pl >= T) --jhi;
             const float *s0 = Sr + (t * sw - pl) * Cp;
             float *o = out + t * out_sw;
-            const float *r = mode == 3 ? rr + t * out_sw : o;
+            const float *r = (mode & BK_CHAIN_ADD) ? rr + t * out_sw : o;
             for (int64_t c64 = 0; c64 < C; c64 += 64) {
                 /* 64 channels (S pads with +1, wm with 0 up to Cp): independent accumulators */
                 VF dd[64 / BK_VW];
@@ -1236,12 +1292,17 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                 BK_LOADV(m, mr + c);
                 BK_LOADV(f, fr + c);
                 VF v = m * d + f;
-                if (mode >= 2) {
+                if (mode & BK_CHAIN_PRELU) {
                     VF a = a0;
                     if (pc) BK_LOADV(a, ar + c);
                     v = BK_FN(bk_prelu)(v, a);
                 }
-                if (mode == 3) {
+                if (mode & BK_CHAIN_AFFINE) {
+                    VF am, ab;
+                    BK_CHAIN_AFFINE_LOAD(fc, c, am, ab);
+                    v = am * v + ab;
+                }
+                if (mode & BK_CHAIN_ADD) {
                     VF rv;
                     BK_LOADV(rv, r + c);
                     v = v + rv;

@@ -953,3 +953,69 @@ def test_conv_writes_transposed_front_end_rows_all_kernels(tmp_path, o):
     assert (ops[0].get("tpos") is not None) == (o % 8 == 0)
     for batch, seed in ((1, 61), (7, 62)):
         _check_all_kernels(art, batch, seed)
+
+
+def build_rprelu_chains(path, seed: int = 13) -> str:
+    """(16, 8, 8) input as (128, 8); the epilogue chains of a ReActNet DFSMN (RPReLU = prelu then
+    affine), each on the engine's fast epilogue paths. View 'block': 1x1 bconv1d 128 -> 64 ->
+    prelu -> affine (expand); 1x1 bconv1d 64 -> 64 -> prelu -> affine -> add (project, the
+    register-hoisted 1x1 path); bdwconv1d 64 channels 5 taps -> prelu -> affine -> add (the DFSMN
+    memory; the int8 path on AVX-512); bdwconv1d 3 taps -> prelu (one shared negative slope) ->
+    affine -> add (the general depthwise path); bconv1d 3 taps, padded -> affine -> add (border
+    patterns: per-position epilogue); transpose, flatten, linear_fp. View 'dw48': bconv1d 128 ->
+    48 -> prelu -> affine, then bdwconv1d 48 channels 5 taps -> prelu -> affine -> add (the
+    portable 5-tap path). Some affine multipliers are negative."""
+    b = _Builder(seed)
+    L = len(LABELS)
+
+    def rprelu(x, c, add=None, slope=None):
+        x = b.op("prelu", [x], {"axis": 0}, slope=b.f32(c, lo=-0.5, hi=0.5) if slope is None else slope)
+        mult = b.f32(c, lo=0.5, hi=1.5) * np.where(np.arange(c) % 7 == 3, -1, 1).astype(np.float32)
+        x = b.op("affine", [x], {"axis": 0}, multiplier=mult, offset=b.f32(c, lo=-0.3, hi=0.3))
+        return x if add is None else b.op("add", [x, add])
+
+    first = len(b.ops)
+    x0 = b.op("reshape", ["input"], {"shape": [128, 8]})
+    a = rprelu(b.op("bconv1d", [x0], _bconv_attrs(128, [1], [1], [[0, 0]], [1]), weight=b.packed(64, 1, 128),
+                    **b.transform(64)), 64)
+    p = rprelu(b.op("bconv1d", [a], _bconv_attrs(64, [1], [1], [[0, 0]], [1]), weight=b.packed(64, 1, 64),
+                    **b.transform(64)), 64, add=a)
+    m = rprelu(b.op("bdwconv1d", [p], _bconv_attrs(64, [5], [1], [[2, 2]], [1]), weight=b.packed(5, 64),
+                    **b.transform(64)), 64, add=p)
+    d = rprelu(b.op("bdwconv1d", [m], _bconv_attrs(64, [3], [1], [[1, 1]], [1]), weight=b.packed(3, 64),
+                    **b.transform(64)), 64, add=m, slope=np.array([-0.25], np.float32))
+    e = b.op("bconv1d", [d], _bconv_attrs(64, [3], [1], [[1, 1]], [1]), weight=b.packed(64, 3, 64), **b.transform(64))
+    e = b.op("affine", [e], {"axis": 0}, multiplier=b.f32(64, lo=-1.0, hi=1.0), offset=b.f32(64))
+    e = b.op("add", [e, d])
+    x = b.op("flatten", [b.op("transpose", [e], {"perm": [1, 0]})])
+    block = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 512, lo=-0.1, hi=0.1), bias=b.f32(L))
+    n_block = len(b.ops)
+    x0 = b.op("reshape", ["input"], {"shape": [128, 8]})
+    a = rprelu(b.op("bconv1d", [x0], _bconv_attrs(128, [1], [1], [[0, 0]], [1]), weight=b.packed(48, 1, 128),
+                    **b.transform(48)), 48)
+    m = rprelu(b.op("bdwconv1d", [a], _bconv_attrs(48, [5], [1], [[2, 2]], [1]), weight=b.packed(5, 48),
+                    **b.transform(48)), 48, add=a)
+    x = b.op("flatten", [b.op("transpose", [m], {"perm": [1, 0]})])
+    dw48 = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 384, lo=-0.1, hi=0.1), bias=b.f32(L))
+    return b.save(path, (16, 8, 8), {"block": list(range(first, n_block)), "dw48": list(range(n_block, len(b.ops)))},
+                  {"block": block, "dw48": dw48})
+
+
+def test_rprelu_epilogue_chains_are_fused_and_match_all_kernels(tmp_path):
+    """prelu -> affine [-> add] (ReActNet's RPReLU) runs in the binary ops' fast epilogues: every
+    binary op takes its chain as post-ops, and every kernel gives the same bits, close to the
+    reference."""
+    from binkit_neon.engine import _BCONV, _BDW, _P_ADD, _P_AFFINE, _P_PRELU, _Planner
+
+    art = load_artifact(build_rprelu_chains(tmp_path / "rprelu.bkm"))
+    want = {"block": [[_P_PRELU, _P_AFFINE], [_P_PRELU, _P_AFFINE, _P_ADD], [_P_PRELU, _P_AFFINE, _P_ADD],
+                      [_P_PRELU, _P_AFFINE, _P_ADD], [_P_AFFINE, _P_ADD]],
+            "dw48": [[_P_PRELU, _P_AFFINE], [_P_PRELU, _P_AFFINE, _P_ADD]]}
+    for view, chains in want.items():
+        p = _Planner(art, view)
+        p.plan()
+        ops = p.finish()[0]
+        binary = [op for op in ops if op["kind"] in (_BCONV, _BDW)]
+        assert [[q["kind"] for q in op["post"]] for op in binary] == chains, view
+    for batch, seed in ((1, 31), (5, 32)):
+        _check_all_kernels(art, batch, seed)
