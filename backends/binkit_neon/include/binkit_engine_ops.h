@@ -817,6 +817,56 @@ BK_ATTR static void BK_FN(bk_bconv_trans8)(const bk_op *op, const uint64_t *A, s
 }
 #endif
 
+/* Step 4 of a binary conv with one base row (no padding patterns), a float transform and the
+ * fast chain: 16 channels at a time through every position, their parameters in registers (the
+ * same float operations as bk_op_bconv's general loop). `aff` (a constant where it is called:
+ * fc.mode & BK_CHAIN_AFFINE) compiles the chain's affine in or out. */
+BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_bconv_hoisted)(
+    const bk_op *op, const BK_FN(bk_fastc) fc, const int32_t *cnt, int64_t ldc, float *out, const int aff) {
+    /* hoisted: the float stores below may alias the op as far as the compiler knows */
+    const int32_t *const base = op->base;
+    const float *const mult = op->mult, *const offs = op->offs;
+    const int64_t O = op->O, Ho = op->Ho, Wo = op->Wo, out_sh = op->out_sh, out_sw = op->out_sw;
+    const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
+    const int pc = fc.pc, mode = fc.mode;
+    for (int64_t o = 0; o < O; o += 16) {
+        VI bv[BK_VN];
+        VF m[BK_VN], f[BK_VN], a[BK_VN], am[BK_VN], ab[BK_VN];
+        for (int u = 0; u < BK_VN; ++u) {
+            BK_LOADV(bv[u], base + o + u * BK_VW);
+            BK_LOADV(m[u], mult + o + u * BK_VW);
+            BK_LOADV(f[u], offs + o + u * BK_VW);
+            a[u] = (VF){0} + fc.a0;
+            if ((mode & BK_CHAIN_PRELU) && pc) BK_LOADV(a[u], fc.a + o + u * BK_VW);
+            am[u] = ab[u] = (VF){0};
+            if (aff) BK_CHAIN_AFFINE_LOAD(fc, o + u * BK_VW, am[u], ab[u]);
+        }
+        for (int64_t oy = 0; oy < Ho; ++oy)
+            for (int64_t ox = 0; ox < Wo; ++ox) {
+                const int32_t *c = cnt + (oy * Wo + ox) * ldc + o;
+                const int64_t off = oy * out_sh + ox * out_sw + o;
+                for (int u = 0; u < BK_VN; ++u) {
+                    VI cv;
+                    BK_LOADV(cv, c + u * BK_VW);
+                    const VI d = bv[u] - (cv + cv);
+                    VF v = m[u] * __builtin_convertvector(d, VF) + f[u];
+                    if (mode & BK_CHAIN_PRELU) {
+                        v = BK_FN(bk_prelu)(v, a[u]);
+                    }
+                    if (aff) {
+                        v = am[u] * v + ab[u];
+                    }
+                    if (mode & BK_CHAIN_ADD) {
+                        VF rv;
+                        BK_LOADV(rv, rr + off + u * BK_VW);
+                        v = v + rv;
+                    }
+                    memcpy(out + off + u * BK_VW, &v, sizeof(v));
+                }
+            }
+    }
+}
+
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op, float *const *slots, uint8_t *scr) {
     float *out = slots[op->out];
     const int64_t P = op->Ho * op->Wo, ldc = op->nb * 8;
@@ -917,46 +967,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bconv)(const bk_op *op
     const float *const mult = op->mult, *const offs = op->offs;
     const int64_t Ho = op->Ho, Wo = op->Wo, out_sh = op->out_sh, out_sw = op->out_sw;
     if (fast && !pat && !thr && O16 == O) {
-        /* one base row (no padding patterns), the float transform and the common chain: 16
-         * channels at a time through every position, their parameters in registers (the same
-         * float operations as the loop below) */
-        const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
-        const int pc = fc.pc, mode = fast;
-        for (int64_t o = 0; o < O; o += 16) {
-            VI bv[BK_VN];
-            VF m[BK_VN], f[BK_VN], a[BK_VN], am[BK_VN], ab[BK_VN];
-            for (int u = 0; u < BK_VN; ++u) {
-                BK_LOADV(bv[u], base + o + u * BK_VW);
-                BK_LOADV(m[u], mult + o + u * BK_VW);
-                BK_LOADV(f[u], offs + o + u * BK_VW);
-                a[u] = (VF){0} + fc.a0;
-                if ((mode & BK_CHAIN_PRELU) && pc) BK_LOADV(a[u], fc.a + o + u * BK_VW);
-                BK_CHAIN_AFFINE_LOAD(fc, o + u * BK_VW, am[u], ab[u]);
-            }
-            for (int64_t oy = 0; oy < Ho; ++oy)
-                for (int64_t ox = 0; ox < Wo; ++ox) {
-                    const int32_t *c = cnt + (oy * Wo + ox) * ldc + o;
-                    const int64_t off = oy * out_sh + ox * out_sw + o;
-                    for (int u = 0; u < BK_VN; ++u) {
-                        VI cv;
-                        BK_LOADV(cv, c + u * BK_VW);
-                        const VI d = bv[u] - (cv + cv);
-                        VF v = m[u] * __builtin_convertvector(d, VF) + f[u];
-                        if (mode & BK_CHAIN_PRELU) {
-                            v = BK_FN(bk_prelu)(v, a[u]);
-                        }
-                        if (mode & BK_CHAIN_AFFINE) {
-                            v = am[u] * v + ab[u];
-                        }
-                        if (mode & BK_CHAIN_ADD) {
-                            VF rv;
-                            BK_LOADV(rv, rr + off + u * BK_VW);
-                            v = v + rv;
-                        }
-                        memcpy(out + off + u * BK_VW, &v, sizeof(v));
-                    }
-                }
-        }
+        if (fast & BK_CHAIN_AFFINE)
+            BK_FN(bk_bconv_hoisted)(op, fc, cnt, ldc, out, 1);
+        else
+            BK_FN(bk_bconv_hoisted)(op, fc, cnt, ldc, out, 0);
         return;
     }
     for (int64_t oy = 0; oy < Ho; ++oy)
@@ -1077,8 +1091,8 @@ BK_ATTR static inline void BK_FN(bk_dw_tail)(const bk_op *op, float *y, int64_t 
  * the valid taps only and dot = valid - 2 * count = valid + 2 * s.  That exact integer comes as a
  * float from a 16-entry table indexed by s (low 4 bits), then the same float chain as the
  * generic path (m * dot + f, prelu, affine, add; multiply and add separately): the same bits. */
-BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out, uint8_t *scr,
-                                     const BK_FN(bk_fastc) *fcp) {
+BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_dw5_i8_body)(
+    const bk_op *op, const float *x, float *out, uint8_t *scr, const BK_FN(bk_fastc) *fcp, const int aff) {
     const BK_FN(bk_fastc) fc = *fcp;
     const int64_t C = op->C, T = op->W, Cp = op->opad, pl = op->pl, pr = op->pr;
     const int64_t Wo = op->Wo, sw = op->sw, dw = op->dw, out_sw = op->out_sw, in_sw = op->in_sw;
@@ -1114,8 +1128,11 @@ BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out
             f[u] = _mm512_loadu_ps(op->offs + c + 16 * u);
             a[u] = _mm512_set1_ps(fc.a0);
             if ((mode & BK_CHAIN_PRELU) && pc) a[u] = _mm512_loadu_ps(fc.a + c + 16 * u);
-            am[u] = fc.apc ? _mm512_loadu_ps(fc.am + c + 16 * u) : _mm512_set1_ps(fc.am0);
-            ab[u] = fc.apc ? _mm512_loadu_ps(fc.ab + c + 16 * u) : _mm512_set1_ps(fc.ab0);
+            am[u] = ab[u] = zero;
+            if (aff) {
+                am[u] = fc.apc ? _mm512_loadu_ps(fc.am + c + 16 * u) : _mm512_set1_ps(fc.am0);
+                ab[u] = fc.apc ? _mm512_loadu_ps(fc.ab + c + 16 * u) : _mm512_set1_ps(fc.ab0);
+            }
         }
         for (int64_t t = 0; t < Wo; ++t) {
             const int8_t *s0 = S + t * sw * Cp + c;
@@ -1140,14 +1157,158 @@ BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out
                 const __m512i si = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(const void *)(tmp + 16 * u)));
                 __m512 v = _mm512_add_ps(_mm512_mul_ps(m[u], _mm512_permutexvar_ps(si, lut)), f[u]);
                 if (mode & BK_CHAIN_PRELU) v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGE_UQ), a[u], v);
-                if (mode & BK_CHAIN_AFFINE) v = _mm512_add_ps(_mm512_mul_ps(am[u], v), ab[u]);
+                if (aff) v = _mm512_add_ps(_mm512_mul_ps(am[u], v), ab[u]);
                 if (mode & BK_CHAIN_ADD) v = _mm512_add_ps(v, _mm512_loadu_ps(r + 16 * u));
                 _mm512_storeu_ps(o + 16 * u, v);
             }
         }
     }
 }
+
+/* bk_dw5_i8_body with the chain's affine compiled in or out */
+BK_ATTR static void BK_FN(bk_dw5_i8)(const bk_op *op, const float *x, float *out, uint8_t *scr,
+                                     const BK_FN(bk_fastc) *fcp) {
+    if (fcp->mode & BK_CHAIN_AFFINE)
+        BK_FN(bk_dw5_i8_body)(op, x, out, scr, fcp, 1);
+    else
+        BK_FN(bk_dw5_i8_body)(op, x, out, scr, fcp, 0);
+}
 #endif
+
+/* bk_op_bdw's 5-tap path (see there); Sp: the staged signs with their pl leading rows. `aff` (a
+ * constant where it is called) compiles the chain's affine in or out. */
+BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_bdw_five)(
+    const bk_op *op, const BK_FN(bk_fastc) fc, const float *Sp, float *out, const int aff) {
+    /* hoisted: the float stores below may alias the op as far as the compiler knows */
+    const int64_t C = op->C, Cp = op->opad, Wo = op->Wo, out_sw = op->out_sw, sw = op->sw, dw = op->dw;
+    const uint32_t *const wm = op->wm;
+    const float *const mult = op->mult, *const offs = op->offs;
+    /* the DFSMN memory (5 taps), the common chain, channels contiguous: signs staged with pl
+     * rows of +0.0 before and pr after, so a padded tap adds +-0.0 (exactly nothing: the
+     * sum starts at +0.0 and the valid taps' +-1 are exact) and every frame takes all five
+     * taps unrolled; 16 channels at a time through every frame, the taps' weight masks and
+     * the chain's parameters in registers (the same float values and operations as the
+     * general path of bk_op_bdw) */
+    const int32_t *restrict wmr = (const int32_t *)(const void *)wm;
+    const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
+    const int pc = fc.pc, mode = fc.mode;
+    for (int64_t c = 0; c < C; c += 16) {
+        VI w0[BK_VN], w1[BK_VN], w2[BK_VN], w3[BK_VN], w4[BK_VN];
+        VF m[BK_VN], f[BK_VN], a[BK_VN], am[BK_VN], ab[BK_VN];
+        for (int u = 0; u < BK_VN; ++u) {
+            const int64_t cu = c + u * BK_VW;
+            BK_LOADV(w0[u], wmr + cu);
+            BK_LOADV(w1[u], wmr + Cp + cu);
+            BK_LOADV(w2[u], wmr + 2 * Cp + cu);
+            BK_LOADV(w3[u], wmr + 3 * Cp + cu);
+            BK_LOADV(w4[u], wmr + 4 * Cp + cu);
+            BK_LOADV(m[u], mult + cu);
+            BK_LOADV(f[u], offs + cu);
+            a[u] = (VF){0} + fc.a0;
+            if ((mode & BK_CHAIN_PRELU) && pc) BK_LOADV(a[u], fc.a + cu);
+            am[u] = ab[u] = (VF){0};
+            if (aff) BK_CHAIN_AFFINE_LOAD(fc, cu, am[u], ab[u]);
+        }
+        for (int64_t t = 0; t < Wo; ++t) {
+            const float *s0 = Sp + (t * sw) * Cp + c; /* padded row t * sw + j * dw - pl + pl */
+            const int64_t ds = dw * Cp;
+            for (int u = 0; u < BK_VN; ++u) {
+                VI x0, x1, x2, x3, x4;
+                BK_LOADV(x0, s0 + u * BK_VW);
+                BK_LOADV(x1, s0 + ds + u * BK_VW);
+                BK_LOADV(x2, s0 + 2 * ds + u * BK_VW);
+                BK_LOADV(x3, s0 + 3 * ds + u * BK_VW);
+                BK_LOADV(x4, s0 + 4 * ds + u * BK_VW);
+                VF d = (VF){0};
+                d = d + (VF)(x0 ^ w0[u]);
+                d = d + (VF)(x1 ^ w1[u]);
+                d = d + (VF)(x2 ^ w2[u]);
+                d = d + (VF)(x3 ^ w3[u]);
+                d = d + (VF)(x4 ^ w4[u]);
+                VF v = m[u] * d + f[u];
+                if (mode & BK_CHAIN_PRELU) {
+                    v = BK_FN(bk_prelu)(v, a[u]);
+                }
+                if (aff) {
+                    v = am[u] * v + ab[u];
+                }
+                if (mode & BK_CHAIN_ADD) {
+                    VF rv;
+                    BK_LOADV(rv, rr + t * out_sw + c + u * BK_VW);
+                    v = v + rv;
+                }
+                memcpy(out + t * out_sw + c + u * BK_VW, &v, sizeof(v));
+            }
+        }
+    }
+}
+
+/* bk_op_bdw's fast-chain path for channels in whole 16s (see there); S: the staged signs. */
+BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_bdw_fastgen)(
+    const bk_op *op, const BK_FN(bk_fastc) fc, const float *S, float *out, const int aff) {
+    /* hoisted: the float stores below may alias the op as far as the compiler knows */
+    const int64_t C = op->C, T = op->W, Cp = op->opad;
+    const int64_t Wo = op->Wo, out_sw = op->out_sw, sw = op->sw, dw = op->dw, pl = op->pl, kw = op->kw;
+    const uint32_t *const wm = op->wm;
+    const float *const mult = op->mult, *const offs = op->offs;
+    /* the common chain (transform, then [prelu] [affine] [add]), channels contiguous:
+     * one vector of channels at a time through every valid tap, the chain in registers
+     * (the same float operations as the general path of bk_op_bdw) */
+    const float *restrict Sr = S;
+    const int32_t *restrict wmr = (const int32_t *)(const void *)wm;
+    const float *restrict mr = mult, *restrict fr = offs;
+    const float *restrict ar = fc.a;
+    const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
+    const int pc = fc.pc, mode = fc.mode;
+    const VF a0 = (VF){0} + fc.a0;
+    for (int64_t t = 0; t < Wo; ++t) {
+        int64_t jlo = 0, jhi = kw;
+        while (jlo < jhi && t * sw + jlo * dw - pl < 0) ++jlo;
+        while (jhi > jlo && t * sw + (jhi - 1) * dw - pl >= T) --jhi;
+        const float *s0 = Sr + (t * sw - pl) * Cp;
+        float *o = out + t * out_sw;
+        const float *r = (mode & BK_CHAIN_ADD) ? rr + t * out_sw : o;
+        for (int64_t c64 = 0; c64 < C; c64 += 64) {
+            /* 64 channels (S pads with +1, wm with 0 up to Cp): independent accumulators */
+            VF dd[64 / BK_VW];
+            for (int u = 0; u < 64 / BK_VW; ++u) dd[u] = (VF){0};
+            for (int64_t j = jlo; j < jhi; ++j) {
+                const float *sp = s0 + j * dw * Cp + c64;
+                const int32_t *wp = wmr + j * Cp + c64;
+                for (int u = 0; u < 64 / BK_VW; ++u) {
+                    VI sv, wv;
+                    BK_LOADV(sv, sp + u * BK_VW);
+                    BK_LOADV(wv, wp + u * BK_VW);
+                    dd[u] = dd[u] + (VF)(sv ^ wv);
+                }
+            }
+        for (int u = 0; u < 64 / BK_VW && c64 + u * BK_VW < C; ++u) {
+            const int64_t c = c64 + u * BK_VW;
+            const VF d = dd[u];
+            VF m, f;
+            BK_LOADV(m, mr + c);
+            BK_LOADV(f, fr + c);
+            VF v = m * d + f;
+            if (mode & BK_CHAIN_PRELU) {
+                VF a = a0;
+                if (pc) BK_LOADV(a, ar + c);
+                v = BK_FN(bk_prelu)(v, a);
+            }
+            if (aff) {
+                VF am, ab;
+                BK_CHAIN_AFFINE_LOAD(fc, c, am, ab);
+                v = am * v + ab;
+            }
+            if (mode & BK_CHAIN_ADD) {
+                VF rv;
+                BK_LOADV(rv, r + c);
+                v = v + rv;
+            }
+            memcpy(o + c, &v, sizeof(v));
+        }
+        }
+    }
+}
 
 BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, float *const *slots, uint8_t *scr) {
     /* Signs as floats +-1.0 (S), weights as sign-bit masks: S XOR mask = the product +-1, and
@@ -1192,125 +1353,19 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
     /* hoisted: the float stores below may alias the op as far as the compiler knows */
     const int64_t Wo = op->Wo, out_sw = op->out_sw, sw = op->sw, dw = op->dw, pl = op->pl, kw = op->kw;
     const uint32_t *const wm = op->wm;
-    const float *const mult = op->mult, *const offs = op->offs;
     const int bits_out = op->bits_out;
     if (five) {
-        /* the DFSMN memory (5 taps), the common chain, channels contiguous: signs staged with pl
-         * rows of +0.0 before and pr after, so a padded tap adds +-0.0 (exactly nothing: the
-         * sum starts at +0.0 and the valid taps' +-1 are exact) and every frame takes all five
-         * taps unrolled; 16 channels at a time through every frame, the taps' weight masks and
-         * the chain's parameters in registers (the same float values and operations as below) */
-        const int32_t *restrict wmr = (const int32_t *)(const void *)wm;
-        const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
-        const int pc = fc.pc, mode = fast;
-        for (int64_t c = 0; c < C; c += 16) {
-            VI w0[BK_VN], w1[BK_VN], w2[BK_VN], w3[BK_VN], w4[BK_VN];
-            VF m[BK_VN], f[BK_VN], a[BK_VN], am[BK_VN], ab[BK_VN];
-            for (int u = 0; u < BK_VN; ++u) {
-                const int64_t cu = c + u * BK_VW;
-                BK_LOADV(w0[u], wmr + cu);
-                BK_LOADV(w1[u], wmr + Cp + cu);
-                BK_LOADV(w2[u], wmr + 2 * Cp + cu);
-                BK_LOADV(w3[u], wmr + 3 * Cp + cu);
-                BK_LOADV(w4[u], wmr + 4 * Cp + cu);
-                BK_LOADV(m[u], mult + cu);
-                BK_LOADV(f[u], offs + cu);
-                a[u] = (VF){0} + fc.a0;
-                if ((mode & BK_CHAIN_PRELU) && pc) BK_LOADV(a[u], fc.a + cu);
-                BK_CHAIN_AFFINE_LOAD(fc, cu, am[u], ab[u]);
-            }
-            for (int64_t t = 0; t < Wo; ++t) {
-                const float *s0 = Sp + (t * sw) * Cp + c; /* padded row t * sw + j * dw - pl + pl */
-                const int64_t ds = dw * Cp;
-                for (int u = 0; u < BK_VN; ++u) {
-                    VI x0, x1, x2, x3, x4;
-                    BK_LOADV(x0, s0 + u * BK_VW);
-                    BK_LOADV(x1, s0 + ds + u * BK_VW);
-                    BK_LOADV(x2, s0 + 2 * ds + u * BK_VW);
-                    BK_LOADV(x3, s0 + 3 * ds + u * BK_VW);
-                    BK_LOADV(x4, s0 + 4 * ds + u * BK_VW);
-                    VF d = (VF){0};
-                    d = d + (VF)(x0 ^ w0[u]);
-                    d = d + (VF)(x1 ^ w1[u]);
-                    d = d + (VF)(x2 ^ w2[u]);
-                    d = d + (VF)(x3 ^ w3[u]);
-                    d = d + (VF)(x4 ^ w4[u]);
-                    VF v = m[u] * d + f[u];
-                    if (mode & BK_CHAIN_PRELU) {
-                        v = BK_FN(bk_prelu)(v, a[u]);
-                    }
-                    if (mode & BK_CHAIN_AFFINE) {
-                        v = am[u] * v + ab[u];
-                    }
-                    if (mode & BK_CHAIN_ADD) {
-                        VF rv;
-                        BK_LOADV(rv, rr + t * out_sw + c + u * BK_VW);
-                        v = v + rv;
-                    }
-                    memcpy(out + t * out_sw + c + u * BK_VW, &v, sizeof(v));
-                }
-            }
-        }
+        if (fast & BK_CHAIN_AFFINE)
+            BK_FN(bk_bdw_five)(op, fc, Sp, out, 1);
+        else
+            BK_FN(bk_bdw_five)(op, fc, Sp, out, 0);
         return;
     }
     if (fast && (C & 15) == 0) {
-        /* the common chain (transform, then [prelu] [affine] [add]), channels contiguous:
-         * one vector of channels at a time through every valid tap, the chain in registers
-         * (the same float operations as the general path below) */
-        const float *restrict Sr = S;
-        const int32_t *restrict wmr = (const int32_t *)(const void *)wm;
-        const float *restrict mr = mult, *restrict fr = offs;
-        const float *restrict ar = fc.a;
-        const float *rr = fc.r; /* may be the output slot itself (in place): not restrict */
-        const int pc = fc.pc, mode = fast;
-        const VF a0 = (VF){0} + fc.a0;
-        for (int64_t t = 0; t < Wo; ++t) {
-            int64_t jlo = 0, jhi = kw;
-            while (jlo < jhi && t * sw + jlo * dw - pl < 0) ++jlo;
-            while (jhi > jlo && t * sw + (jhi - 1) * dw - pl >= T) --jhi;
-            const float *s0 = Sr + (t * sw - pl) * Cp;
-            float *o = out + t * out_sw;
-            const float *r = (mode & BK_CHAIN_ADD) ? rr + t * out_sw : o;
-            for (int64_t c64 = 0; c64 < C; c64 += 64) {
-                /* 64 channels (S pads with +1, wm with 0 up to Cp): independent accumulators */
-                VF dd[64 / BK_VW];
-                for (int u = 0; u < 64 / BK_VW; ++u) dd[u] = (VF){0};
-                for (int64_t j = jlo; j < jhi; ++j) {
-                    const float *sp = s0 + j * dw * Cp + c64;
-                    const int32_t *wp = wmr + j * Cp + c64;
-                    for (int u = 0; u < 64 / BK_VW; ++u) {
-                        VI sv, wv;
-                        BK_LOADV(sv, sp + u * BK_VW);
-                        BK_LOADV(wv, wp + u * BK_VW);
-                        dd[u] = dd[u] + (VF)(sv ^ wv);
-                    }
-                }
-            for (int u = 0; u < 64 / BK_VW && c64 + u * BK_VW < C; ++u) {
-                const int64_t c = c64 + u * BK_VW;
-                const VF d = dd[u];
-                VF m, f;
-                BK_LOADV(m, mr + c);
-                BK_LOADV(f, fr + c);
-                VF v = m * d + f;
-                if (mode & BK_CHAIN_PRELU) {
-                    VF a = a0;
-                    if (pc) BK_LOADV(a, ar + c);
-                    v = BK_FN(bk_prelu)(v, a);
-                }
-                if (mode & BK_CHAIN_AFFINE) {
-                    VF am, ab;
-                    BK_CHAIN_AFFINE_LOAD(fc, c, am, ab);
-                    v = am * v + ab;
-                }
-                if (mode & BK_CHAIN_ADD) {
-                    VF rv;
-                    BK_LOADV(rv, r + c);
-                    v = v + rv;
-                }
-                memcpy(o + c, &v, sizeof(v));
-            }
-            }
-        }
+        if (fast & BK_CHAIN_AFFINE)
+            BK_FN(bk_bdw_fastgen)(op, fc, S, out, 1);
+        else
+            BK_FN(bk_bdw_fastgen)(op, fc, S, out, 0);
         return;
     }
     for (int64_t t = 0; t < Wo; ++t) {
