@@ -99,14 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snr", type=float, default=None, help="add the tree's background noise at this SNR (dB)")
     ap.add_argument("--gap-ms", type=float, default=1000.0, help="silence after each clip (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="clip order and noise crop")
-    from binkit.runtime.stream import add_spec_arguments, spec_from_args
+    from binkit.runtime.stream import add_spec_arguments, detect, spec_from_args
 
     add_spec_arguments(ap)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = ap.parse_args(argv)
 
     import binkit.runtime
-    from binkit.runtime.stream import detect
 
     from binkit.errors import BinkitError
 

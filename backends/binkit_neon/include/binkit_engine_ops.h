@@ -267,6 +267,21 @@ static inline BK_FN(bk_fastc) BK_FN(bk_fastc_make)(const bk_op *op, int mode, fl
 }
 
 
+/* One vector of the fast chain after the output transform: prelu (slopes a), the affine (am, ab)
+ * when `aff`, and the ADD operand read at r + off; the same float operations as bk_post16. With
+ * `aff` a constant at the call, the affine compiles out. */
+BK_ATTR static inline __attribute__((always_inline)) VF BK_FN(bk_chain_vec)(VF v, int mode, VF a, const int aff, VF am,
+                                                                           VF ab, const float *r, int64_t off) {
+    if (mode & BK_CHAIN_PRELU) v = BK_FN(bk_prelu)(v, a);
+    if (aff) v = am * v + ab;
+    if (mode & BK_CHAIN_ADD) {
+        VF rv;
+        BK_LOADV(rv, r + off);
+        v = v + rv;
+    }
+    return v;
+}
+
 /* Channels o..o+15 of one position in v: the chain fc.mode (bk_fast_chain), then the store at
  * out + off + o (the same float operations as bk_post16 / bk_post_apply). */
 BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_fast16)(const BK_FN(bk_fastc) fc, VF v[BK_VN],
@@ -850,17 +865,7 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_bconv_hoisted
                     BK_LOADV(cv, c + u * BK_VW);
                     const VI d = bv[u] - (cv + cv);
                     VF v = m[u] * __builtin_convertvector(d, VF) + f[u];
-                    if (mode & BK_CHAIN_PRELU) {
-                        v = BK_FN(bk_prelu)(v, a[u]);
-                    }
-                    if (aff) {
-                        v = am[u] * v + ab[u];
-                    }
-                    if (mode & BK_CHAIN_ADD) {
-                        VF rv;
-                        BK_LOADV(rv, rr + off + u * BK_VW);
-                        v = v + rv;
-                    }
+                    v = BK_FN(bk_chain_vec)(v, mode, a[u], aff, am[u], ab[u], rr, off + u * BK_VW);
                     memcpy(out + off + u * BK_VW, &v, sizeof(v));
                 }
             }
@@ -1226,17 +1231,7 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_bdw_five)(
                 d = d + (VF)(x3 ^ w3[u]);
                 d = d + (VF)(x4 ^ w4[u]);
                 VF v = m[u] * d + f[u];
-                if (mode & BK_CHAIN_PRELU) {
-                    v = BK_FN(bk_prelu)(v, a[u]);
-                }
-                if (aff) {
-                    v = am[u] * v + ab[u];
-                }
-                if (mode & BK_CHAIN_ADD) {
-                    VF rv;
-                    BK_LOADV(rv, rr + t * out_sw + c + u * BK_VW);
-                    v = v + rv;
-                }
+                v = BK_FN(bk_chain_vec)(v, mode, a[u], aff, am[u], ab[u], rr, t * out_sw + c + u * BK_VW);
                 memcpy(out + t * out_sw + c + u * BK_VW, &v, sizeof(v));
             }
         }
@@ -1288,22 +1283,10 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_bdw_fastgen)(
             VF m, f;
             BK_LOADV(m, mr + c);
             BK_LOADV(f, fr + c);
-            VF v = m * d + f;
-            if (mode & BK_CHAIN_PRELU) {
-                VF a = a0;
-                if (pc) BK_LOADV(a, ar + c);
-                v = BK_FN(bk_prelu)(v, a);
-            }
-            if (aff) {
-                VF am, ab;
-                BK_CHAIN_AFFINE_LOAD(fc, c, am, ab);
-                v = am * v + ab;
-            }
-            if (mode & BK_CHAIN_ADD) {
-                VF rv;
-                BK_LOADV(rv, r + c);
-                v = v + rv;
-            }
+            VF a = a0, am = (VF){0}, ab = (VF){0};
+            if ((mode & BK_CHAIN_PRELU) && pc) BK_LOADV(a, ar + c);
+            if (aff) BK_CHAIN_AFFINE_LOAD(fc, c, am, ab);
+            VF v = BK_FN(bk_chain_vec)(m * d + f, mode, a, aff, am, ab, r, c);
             memcpy(o + c, &v, sizeof(v));
         }
         }
