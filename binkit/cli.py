@@ -391,7 +391,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train every cell of a grid TOML (see binkit.train.compare), skipping "
                        "finished cells and resuming unfinished ones; write compare.md/.json/.png.")
     s.add_argument("grid")
-    s.add_argument("--only", help="comma-separated cell names to run")
+    s.add_argument("--only", help="comma-separated cell names to run; a seeded cell's NAME "
+                   "selects all of its NAME-seedS cells")
     s.add_argument("--report", action="store_true",
                    help="train nothing: tabulate the finished cells and name the unfinished ones")
     s.add_argument("--jobs", type=_positive, default=1,

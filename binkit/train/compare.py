@@ -314,6 +314,28 @@ def _train_in_processes(path: Path, cells: list[tuple[CellSpec, Any]], out: Path
     return failed
 
 
+def _expand_only(only: list[str], names: list[str]) -> list[str]:
+    """The cells ``--only`` selects: a cell's own name, or a seeded group's ``NAME`` for all of
+    its ``NAME-seedS`` cells (in grid order). Unknown names raise, listing the valid ones."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        m = _SEEDED.match(n)
+        if m:
+            groups.setdefault(m.group(1), []).append(n)
+    picked: list[str] = []
+    unknown = []
+    for n in only:
+        hits = [n] if n in names else groups.get(n)
+        if not hits:
+            unknown.append(n)
+            continue
+        picked += [h for h in hits if h not in picked]
+    if unknown:
+        valid = names + [g for g in groups if g not in names]
+        raise ValueError(f"unknown cell(s) {unknown}; cells are {valid}")
+    return picked
+
+
 def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None = None,
              epochs: int | None = None, train: bool = True, jobs: int = 1) -> tuple[list[CellResult], Path]:
     """Train every cell (skipping finished ones); write ``compare.md``, ``compare.json`` and
@@ -332,9 +354,7 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     grid, cells, out = load_grid(path, epochs=epochs)
     if only:
-        unknown = [n for n in only if n not in {c.name for c, _ in cells}]
-        if unknown:
-            raise ValueError(f"unknown cell(s) {unknown}; cells are {[c.name for c, _ in cells]}")
+        only = _expand_only(only, [c.name for c, _ in cells])
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     trained_here: set[str] = set()

@@ -161,6 +161,16 @@ def test_seeds_expand_cells_and_the_table_gives_each_group_over_its_seeds(tmp_pa
     assert "| fp | 2 | full |" in md
 
 
+def test_only_takes_a_seeded_group_by_its_name(tmp_path):
+    body = ('[[cells]]\nname = "fp"\nseeds = [0, 3]\noverrides = { binarization = { enabled = false } }\n'
+            '[[cells]]\nname = "bnn"\nseeds = [1]\noverrides = { binarization = { method = "bnn" } }\n')
+    path = write_grid(tmp_path, body)
+    rows, out = run_grid(path, progress=False, only=["fp", "bnn-seed1", "fp-seed3"])
+    assert [r["cell"] for r in rows] == ["fp-seed0", "fp-seed3", "bnn-seed1"]
+    with pytest.raises(ValueError, match=r"unknown cell\(s\) \['f'\].*'fp-seed0'.*'fp'"):
+        run_grid(path, progress=False, only=["f"])
+
+
 @pytest.mark.parametrize("seeds,match", [("[1, 1]", "seeds repeat"), ("[-1]", "non-negative")])
 def test_bad_seeds_fail_before_training(tmp_path, seeds, match):
     with pytest.raises(SpecError, match=match):
