@@ -88,8 +88,10 @@ def relist(original: Path, render: Path) -> dict[str, int]:
 
 
 def noisy_name(tree: str, snr_db: float) -> str:
-    """The pack / scores key of ``tree``'s test split with noise at ``snr_db``."""
-    return f"{tree}@{snr_db:g}dB"
+    """The pack / scores key of ``tree``'s test split with noise at ``snr_db`` (its crops' seed too)."""
+    from binkit.data.pipeline import snr_key
+
+    return snr_key(tree, snr_db)
 
 
 def condition(key: str) -> str:
@@ -105,13 +107,9 @@ def test_splits(original: Path, renders: list[Path], run: Path, snrs: list[float
     (:func:`binkit.data.augment.mix_at_snr`, the tree's own ``_background_noise_`` files, crops
     seeded by the tree's name and the SNR), keyed ``TREE@SNRdB``.
     """
-    import zlib
-
-    import numpy as np
     import torch
 
-    from binkit.data.augment import mix_at_snr
-    from binkit.data.pipeline import BatchPipeline
+    from binkit.data.pipeline import noisy_split
     from binkit.train import load_checkpoint
 
     _, meta = load_checkpoint(run / "model.pt")
@@ -124,23 +122,12 @@ def test_splits(original: Path, renders: list[Path], run: Path, snrs: list[float
             raise SystemExit(f"{tree}: labels differ from {run}'s")
         xs, ys = zip(*data.batches("test", 256))
         pack["trees"][tree.name] = (torch.cat(xs).contiguous(), torch.cat(ys).contiguous())
-        if not snrs:
-            continue
-        pipeline = data.batch_fn
-        if not isinstance(pipeline, BatchPipeline) or not pipeline.noise:
-            raise SystemExit(f"--snr needs cached waveforms and background-noise files; {tree} "
-                             f"({resolved.spec.data.dataset}) has none")
-        split = pipeline.splits["test"]
-        waves = torch.from_numpy(split.batch(np.arange(len(split))))
-        noise = torch.from_numpy(pipeline.noise.as_float32())
-        offsets = torch.from_numpy(np.asarray(pipeline.noise.offsets, dtype=np.int64))
         for snr in snrs:
-            generator = torch.Generator().manual_seed(zlib.crc32(noisy_name(tree.name, snr).encode()))
-            mixed = mix_at_snr(waves, noise, snr, generator, noise_offsets=offsets,
-                               silence=torch.from_numpy(split.silence))
-            with torch.no_grad():
-                x = torch.cat([pipeline.frontend(mixed[i:i + 256]) for i in range(0, len(mixed), 256)])
-            pack["trees"][noisy_name(tree.name, snr)] = (x.contiguous(), torch.from_numpy(split.labels).clone())
+            try:
+                x, y = noisy_split(data, "test", snr, tree.name)
+            except ValueError as exc:
+                raise SystemExit(f"--snr: {exc}") from None
+            pack["trees"][noisy_name(tree.name, snr)] = (x.contiguous(), y)
     return pack
 
 

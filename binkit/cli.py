@@ -217,10 +217,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from binkit.train.report import evaluate_run
 
-    report = evaluate_run(args.run, split=args.split, out_dir=args.out, data_root=args.data_root)
+    report = evaluate_run(args.run, split=args.split, out_dir=args.out, data_root=args.data_root,
+                          snrs=args.snr or ())
     for view, acc in report.accuracy.items():
         macs = report.macs[view]
         print(f"view {view:>5}: accuracy {acc:.4f}  (binary MACs {macs['binary']:,}, float MACs {macs['float']:,})")
+    for snr, accs in report.noisy_accuracy.items():
+        print(f"noise at {snr} SNR: " + ", ".join(f"view {v} {a:.4f}" for v, a in accs.items()))
     print(f"report: {report.files['markdown']}")
     return 0
 
@@ -341,6 +344,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", help="report folder (default RUN/reports; RUN/reports-<tree folder> with --data-root)")
     s.add_argument("--data-root", help="evaluate on another tree of the same dataset and task "
                                        "(e.g. more held-out clips, or recorded speech)")
+    s.add_argument("--snr", type=float, nargs="+", metavar="DB",
+                   help="also score every view with the tree's background noise mixed in at each SNR "
+                        "in dB (one seeded crop per clip: the same noisy clips every time)")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("export", help="trained run -> packed artifact (.bkm, safetensors)",

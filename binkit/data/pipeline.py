@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from binkit.data.augment import AugmentSpec, augment_batch, draw_uniforms
+from binkit.data.augment import AugmentSpec, augment_batch, draw_uniforms, mix_at_snr
 from binkit.data.cache import DecodedSplit, NoiseBank
 from binkit.data.features import BatchFrontEnd
 from binkit.data.splits import batch_order
 from binkit.specs import FeaturesSpec
 
-__all__ = ["BatchPipeline", "make_batch_fn"]
+__all__ = ["BatchPipeline", "make_batch_fn", "noise_pipeline", "noisy_split", "snr_key"]
 
 
 def _batch_seed(seed: int, epoch: int, index: int) -> int:
@@ -110,6 +110,23 @@ class BatchPipeline:
                 feats = torch.cat(parts) if parts else torch.zeros((0, *self.features.shape), device=self.device)
                 self._eval[name] = feats
             return feats
+
+    def noisy_features(self, name: str, snr_db: float, seed: int) -> torch.Tensor:
+        """Features of split ``name`` with one background-noise crop mixed into every clip at
+        ``snr_db`` (:func:`binkit.data.augment.mix_at_snr`; silence entries stay as they are).
+        ``seed`` fixes the crops, so the same seed gives the same noisy set. Not kept."""
+        if self.noise is None or not len(self.noise):
+            raise ValueError("noise at a fixed SNR needs background-noise files; this data has none")
+        split = self.splits[name]
+        waves = torch.from_numpy(split.batch(np.arange(len(split))))
+        noise = torch.from_numpy(self.noise.as_float32())
+        offsets = torch.from_numpy(np.asarray(self.noise.offsets, dtype=np.int64))
+        mixed = mix_at_snr(waves, noise, snr_db, torch.Generator().manual_seed(seed), noise_offsets=offsets,
+                           silence=torch.from_numpy(split.silence))
+        with torch.no_grad():
+            parts = [self.frontend(mixed[s:s + self.eval_chunk].to(self.device))
+                     for s in range(0, len(mixed), self.eval_chunk)]
+        return torch.cat(parts) if parts else torch.zeros((0, *self.features.shape), device=self.device)
 
     # -- the batch_fn contract -------------------------------------------------------------
     def __call__(self, split: str, batch_size: int, *, shuffle: bool = False, epoch: int = 0, seed: int = 0,
@@ -204,3 +221,37 @@ def _prefetched(jobs: Iterator[Callable[[], Any]], depth: int) -> Iterator[Any]:
         for future in pending:  # a job already running finishes before the generator is gone
             if not future.cancelled():
                 concurrent.futures.wait([future])
+
+
+def snr_key(tree: str, snr_db: float) -> str:
+    """The name of ``tree``'s split with noise at ``snr_db`` (``TREE@SNRdB``); its CRC-32 seeds
+    the crops, so every tool that names a noisy split this way meets the same noisy clips."""
+    return f"{tree}@{snr_db:g}dB"
+
+
+def noise_pipeline(data: Any, tree: str, dataset: str | None = None) -> BatchPipeline:
+    """``data``'s pipeline if it can mix background noise at a fixed SNR (cached waveforms and
+    background-noise files); otherwise a ValueError naming ``tree`` and ``dataset``."""
+    pipeline = getattr(data, "batch_fn", None)
+    if not isinstance(pipeline, BatchPipeline) or pipeline.noise is None or not len(pipeline.noise):
+        dataset = dataset or (getattr(data, "info", None) or {}).get("dataset", "a dataset without waveforms")
+        raise ValueError(f"noise at a fixed SNR needs cached waveforms and background-noise files; "
+                         f"the data of {tree!r} ({dataset}) has none")
+    return pipeline
+
+
+def noisy_split(data: Any, split: str, snr_db: float, tree: str, *,
+                dataset: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features, labels)`` of ``data``'s ``split`` with background noise at ``snr_db``, the crops
+    seeded by :func:`snr_key` of ``tree`` (the data folder's name) and the SNR.
+
+    Raises:
+        ValueError: ``data`` cannot mix noise (see :func:`noise_pipeline`; the ``tones`` dataset,
+            for example), or ``snr_db`` is not finite.
+    """
+    import zlib
+
+    pipeline = noise_pipeline(data, tree, dataset)
+    seed = zlib.crc32(snr_key(tree, snr_db).encode())
+    labels = torch.from_numpy(pipeline.splits[split].labels).clone()
+    return pipeline.noisy_features(split, snr_db, seed), labels

@@ -4,7 +4,8 @@ a confusion matrix (PNG) and a Markdown report (``binkit eval RUN``)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,12 @@ class EvalReport:
     confusion: np.ndarray
     per_class: list[dict[str, float]]
     files: dict[str, str]
+    noisy_accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # "10dB" -> view -> acc
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "labels": self.labels, "accuracy": self.accuracy, "macs": self.macs,
-                "confusion": self.confusion.tolist(), "per_class": dict(zip(self.labels, self.per_class)),
-                "files": self.files}
+                "noisy_accuracy": self.noisy_accuracy, "confusion": self.confusion.tolist(),
+                "per_class": dict(zip(self.labels, self.per_class)), "files": self.files}
 
 
 def _plot_confusion(cm: np.ndarray, labels: list[str], title: str, path: Path) -> None:
@@ -83,13 +85,22 @@ def _plot_confusion(cm: np.ndarray, labels: list[str], title: str, path: Path) -
 @torch.no_grad()
 def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | None = None,
                  data: LabeledSplits | None = None, batch_size: int = 256,
-                 data_root: str | Path | None = None) -> EvalReport:
+                 data_root: str | Path | None = None, snrs: Sequence[float] = ()) -> EvalReport:
     """Evaluate a run folder (or ``model.pt``) on ``split``; write ``eval_<split>.{md,json}`` and
     ``confusion_<split>.png`` into ``out_dir`` (default ``<run>/reports``).
 
     ``data_root`` evaluates on another tree of the same dataset and task (its ``root``
     parameter replaced; the labels must match); the default report folder is then
-    ``<run>/reports-<tree folder name>``."""
+    ``<run>/reports-<tree folder name>``.
+
+    ``snrs`` also scores every view on the split with the tree's background noise mixed in at each
+    signal-to-noise ratio in dB (:func:`binkit.data.pipeline.noisy_split`: one seeded crop per clip,
+    silence entries unchanged; the same clips as ``benchmarks/heldout_renders.py --snr``). It needs
+    a dataset of cached waveforms with background-noise files, and is checked before any work."""
+    snrs = [float(s) for s in snrs]
+    bad = [s for s in snrs if not np.isfinite(s)]
+    if bad:
+        raise ValueError(f"an SNR must be a finite number of decibels, got {bad}")
     run = Path(run)
     ckpt = run / "model.pt" if run.is_dir() else run
     model, meta = load_checkpoint(ckpt)
@@ -107,6 +118,11 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
         data = resolved.dataset.factory(params, resolved.spec.features)
     if list(data.labels) != list(meta["labels"]):
         raise ValueError(f"{ckpt}: trained on labels {meta['labels']}, the data now gives {data.labels}")
+    tree = Path(params.root).resolve().name if "root" in type(params).model_fields else resolved.spec.name
+    if snrs:
+        from binkit.data.pipeline import noise_pipeline
+
+        noise_pipeline(data, tree, resolved.spec.data.dataset)
     views: list[str | None] = list(resolved.views) or [None]
     preds: dict[str, list[np.ndarray]] = {("full" if v is None else v): [] for v in views}
     truth = []
@@ -117,6 +133,14 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
         truth.append(y.numpy())
     y_true = np.concatenate(truth)
     accuracy = {k: float((np.concatenate(p) == y_true).mean()) for k, p in preds.items()}
+    noisy: dict[str, dict[str, float]] = {}
+    if snrs:
+        from binkit.data.pipeline import noisy_split
+
+        for snr in snrs:
+            x_all, y_all = noisy_split(data, split, snr, tree, dataset=resolved.spec.data.dataset)
+            noisy[f"{snr:g}dB"] = {("full" if v is None else v): _accuracy(model, x_all, y_all, v, batch_size)
+                                   for v in views}
     first = next(iter(preds))
     cm = confusion_matrix(y_true, np.concatenate(preds[first]), len(data.labels))
     per_class = per_class_metrics(cm)
@@ -132,13 +156,19 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
                     f"accuracy {accuracy[first]:.4f}", png)
     report = EvalReport(split, list(data.labels), accuracy, macs, cm, per_class,
                         {"png": str(png), "markdown": str(out / f"eval_{split}.md"),
-                         "json": str(out / f"eval_{split}.json")})
+                         "json": str(out / f"eval_{split}.json")}, noisy)
     lines = [f"# {resolved.spec.name}: evaluation on {split} ({len(y_true)} clips)", "",
              *([f"Data root: `{data_root}` (the run trained on `{resolved.dataset_params.root}`)", ""]
                if data_root is not None else []),
              f"Checkpoint: `{ckpt}` (selected epoch {meta.get('best_epoch', '?')})", "",
              "| view | accuracy | binary MACs | float MACs |", "|---|---|---|---|"]
     lines += [f"| {k} | {a:.4f} | {macs[k]['binary']:,} | {macs[k]['float']:,} |" for k, a in accuracy.items()]
+    if noisy:
+        lines += ["", f"With background noise at a fixed SNR (one seeded crop per clip from the tree's "
+                  f"noise files; silence entries unchanged):", "",
+                  "| SNR | " + " | ".join(f"view {k}" for k in accuracy) + " |",
+                  "|---|" + "---|" * len(accuracy)]
+        lines += [f"| {c} | " + " | ".join(f"{a[k]:.4f}" for k in accuracy) + " |" for c, a in noisy.items()]
     lines += ["", f"Per class (view {first}):", "", "| label | precision | recall | F1 | support |",
               "|---|---|---|---|---|"]
     lines += [f"| {lab} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
@@ -150,6 +180,14 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
     atomic_write_text(out / f"eval_{split}.md", "\n".join(lines))
     atomic_write_text(out / f"eval_{split}.json", json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, view: str | None, batch_size: int) -> float:
+    correct = 0
+    for s in range(0, len(y), batch_size):
+        logits = model(x[s:s + batch_size]) if view is None else model(x[s:s + batch_size], view=view)
+        correct += int((logits.argmax(-1) == y[s:s + batch_size].to(logits.device)).sum())
+    return correct / max(len(y), 1)
 
 
 def median_latency_seconds(fn, runs: int, warmup: int = 20) -> float:

@@ -116,6 +116,47 @@ def test_eval_on_another_tree(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
+def test_eval_with_noise_at_fixed_snrs(tmp_path, capsys):
+    """`binkit eval RUN --snr DB...`: every view scored on the same seeded noisy clips."""
+    import json
+
+    import torch
+
+    from binkit.cli import main
+    from binkit.data.pipeline import noisy_split
+    from binkit.train import load_checkpoint
+
+    make_tree(tmp_path / "tree")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(mlp_spec(tmp_path / "tree", tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", str(spec), "-o", str(run), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--snr", "300", "0"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((run / "reports" / "eval_test.json").read_text())
+    assert list(report["noisy_accuracy"]) == ["300dB", "0dB"]
+    # at 300 dB the noise is below float precision: the clean score
+    assert report["noisy_accuracy"]["300dB"] == report["accuracy"]
+    # 0 dB: the clips noisy_split gives for this tree's name (the heldout_renders seeds)
+    model, meta = load_checkpoint(run / "model.pt")
+    resolved = meta["resolved"]
+    data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+    x, y = noisy_split(data, "test", 0.0, "tree")
+    clean = torch.cat([xb for xb, _ in data.batches("test", 64)])
+    assert (x - clean).abs().amax() > 0.1
+    with torch.no_grad():
+        want = float((model(x).argmax(-1) == y).float().mean())
+    assert report["noisy_accuracy"]["0dB"]["full"] == want
+    assert f"noise at 0dB SNR: view full {want:.4f}" in out
+    md = (run / "reports" / "eval_test.md").read_text()
+    assert "With background noise at a fixed SNR" in md and f"| 0dB | {want:.4f} |" in md
+    # bad SNRs fail before any work, naming the problem
+    assert main(["eval", str(run), "--snr", "nan", "-o", str(tmp_path / "r1")]) == 2
+    assert "finite number of decibels" in capsys.readouterr().err
+    assert not (tmp_path / "r1").exists()
+
+
 def test_synthesizes_into_an_empty_root(tmp_path, monkeypatch):
     import binkit.data.synth as synth
 

@@ -53,3 +53,13 @@ def test_eval_command_writes_report(tmp_path, capsys):
     # the tones dataset is generated, not read from a tree
     assert main(["eval", str(run), "--data-root", str(tmp_path)]) == 2
     assert "has no root parameter" in capsys.readouterr().err
+
+
+def test_eval_with_noise_needs_a_dataset_with_noise_files(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(SPEC)  # tones: features made in memory, no waveforms or noise
+    assert main(["train", str(tmp_path / "s.toml"), "-o", str(tmp_path / "run"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--snr", "10", "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "needs cached waveforms and background-noise files" in err and "(tones)" in err
+    assert not (tmp_path / "r").exists()
