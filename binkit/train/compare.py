@@ -7,7 +7,9 @@ a teacher cell can feed the students after it. A ``[product]`` table adds one ce
 (architecture, method) pair. ``seeds = [...]`` on a cell or on the product repeats it once per
 seed (``NAME-seedS``, ``training.seed = S``), and ``compare.md`` then gives each group's mean and
 spread over its seeds. Runs are resumable: a cell whose folder holds a finished run of the same
-spec is skipped, an unfinished one resumes from its last checkpoint.
+spec is skipped, an unfinished one resumes from its last checkpoint. ``snr = [10, 5, 0]`` also
+scores every cell's test split with background noise at those SNRs (columns per SNR, and the seed
+groups' means), where binarizers that tie on clean clips separate.
 
 Example::
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import time
 import tomllib
@@ -105,8 +108,20 @@ class GridSpec(BaseModel):
     deploy: bool = Field(False, description="export every cell to <run>/model.bkm and measure the artifact "
                          "on the runtime (backend auto: the engine when it runs every op): size, accuracy "
                          "and batch-1 latency per view")
+    snr: list[float] = Field(default_factory=list, description="also score every cell's test split with the "
+                             "data's background noise mixed in at each SNR in dB (seeded crops: the clips of "
+                             "`binkit eval --snr`); compare.md gains a column per SNR and the seed groups' means")
     cells: list[CellSpec] = Field(default_factory=list)
     product: ProductSpec | None = None
+
+    @field_validator("snr")
+    @classmethod
+    def _finite_snr(cls, v: list[float]) -> list[float]:
+        if any(not math.isfinite(x) for x in v):
+            raise ValueError(f"every snr must be a finite number of decibels, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"snr values repeat: {v}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "GridSpec":
@@ -364,6 +379,7 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
         trained_here = {c.name for c, _ in todo} - set(failed)
         train = False  # what follows only tabulates
     rows: list[CellResult] = []
+    noisy_cache: dict[tuple, Any] = {}
     for i, (cell, resolved) in enumerate(cells):
         if only and cell.name not in only:
             continue
@@ -397,12 +413,47 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
         except FileNotFoundError as exc:
             print(f"[{i + 1}/{len(cells)}] {cell.name}: finished, left out of the table: {exc}", flush=True)
             continue
+        if grid.snr:
+            row["noisy"] = _noisy_scores(run, resolved, grid.snr, noisy_cache)
         if grid.deploy:
             print(f"[{i + 1}/{len(cells)}] {cell.name}: export and runtime measurement", flush=True)
             row["deploy"] = _deploy(run)
         rows.append(row)
         _write_outputs(grid, rows, out)
     return rows, out
+
+
+def _noisy_scores(run: Path, resolved, snrs: list[float], cache: dict[tuple, Any]) -> dict[str, Any]:
+    """``{"10dB": {view: test accuracy}, ...}`` of a cell's ``model.pt`` on its test split with
+    background noise at each SNR (:func:`binkit.data.pipeline.noisy_split`); the noisy features are
+    made once per data tree and SNR. A cell that cannot be scored gets ``{"note": why}``."""
+    import torch
+
+    from binkit.data.pipeline import noisy_split
+    from binkit.train.build import load_checkpoint
+    from binkit.train.trainer import evaluate
+
+    if not (run / "model.pt").is_file():
+        return {"note": "model.pt is not here"}
+    params = resolved.dataset_params
+    tree = Path(params.root).resolve().name if "root" in type(params).model_fields else resolved.spec.name
+    key = (resolved.spec.data.dataset, params.model_dump_json(), resolved.spec.features.model_dump_json())
+    try:
+        if key not in cache:
+            data = resolved.dataset.factory(params, resolved.spec.features)
+            cache[key] = (list(data.labels), {f"{s:g}dB": noisy_split(data, "test", s, tree,
+                                                                       dataset=resolved.spec.data.dataset)
+                                              for s in snrs})
+    except ValueError as exc:
+        cache[key] = (None, str(exc))
+    labels, splits = cache[key]
+    if labels is None:
+        return {"note": splits}
+    model, meta = load_checkpoint(run / "model.pt")
+    if list(meta["labels"]) != labels:
+        return {"note": f"labels {meta['labels']} differ from the data's {labels}"}
+    views = list(resolved.views) or [None]
+    return {c: evaluate(model, torch.utils.data.TensorDataset(x, y), views) for c, (x, y) in splits.items()}
 
 
 def _deploy(run: Path) -> dict[str, Any]:
@@ -430,7 +481,11 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
             if v not in views:
                 views.append(v)
     deployed = any("deploy" in r for r in rows)
+    noisy = []
+    for r in rows:
+        noisy += [c for c in r.get("noisy", {}) if c != "note" and c not in noisy]
     head = ["cell", "architecture", "method", "distill", "trained views"] + [f"acc {v}" for v in views] + \
+        [f"acc {c} (full)" for c in noisy] + \
         ["params", "memory KiB", "compression", "binary MACs", "float MACs", "epochs (best)", "train s"]
     if deployed:
         head += ["artifact KiB", "runtime acc (full)", "runtime us (full)", "runtime"]
@@ -440,6 +495,7 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
     for r in rows:
         full = r["views"][r["full_view"]]
         accs = [f"{r['views'][v]['test_acc']:.4f}" if v in r["views"] else "" for v in views]
+        accs += [f"{r['noisy'][c][r['full_view']]:.4f}" if c in r.get("noisy", {}) else "-" for c in noisy]
         lines.append("| " + " | ".join([
             r["cell"], r["architecture"], r["method"] + ("" if r["deployable"] in (None, True) else " (not deployable)"),
             r["distiller"] or "-", "/".join(r["trained_views"]), *accs, f"{r['params']:,}", f"{r['memory_kib']:.1f}",
@@ -453,7 +509,13 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
                   "else the numpy reference)."]
         if notes:
             lines += ["", "Not deployed:", ""] + notes
-    lines += _seed_groups(rows, views)
+    if noisy:
+        lines += ["", "Noise columns: the test split with the data's background noise mixed in at that SNR, "
+                  "one seeded crop per clip (`binkit eval RUN --snr DB` gives every view)."]
+    notes = [f"- {r['cell']}: {r['noisy']['note']}" for r in rows if "note" in r.get("noisy", {})]
+    if notes:
+        lines += ["", "Not scored with noise:", ""] + notes
+    lines += _seed_groups(rows, views, noisy)
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- {r['cell']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
@@ -462,9 +524,10 @@ def to_markdown(title: str, rows: list[CellResult]) -> str:
 _SEEDED = re.compile(r"^(.+)-seed(\d+)$")
 
 
-def _seed_groups(rows: list[CellResult], views: list[str]) -> list[str]:
+def _seed_groups(rows: list[CellResult], views: list[str], noisy: list[str] = ()) -> list[str]:
     """Mean, sample standard deviation and range per view over the cells ``NAME-seedS`` of each
-    NAME (a cell named plain NAME counts as one more seed of it); groups of two or more only."""
+    NAME (a cell named plain NAME counts as one more seed of it); groups of two or more only.
+    With ``noisy`` conditions (``"10dB"``), also each view's accuracy in them (``8 @ 10dB``)."""
     import statistics
 
     groups: dict[str, list[CellResult]] = {}
@@ -477,12 +540,16 @@ def _seed_groups(rows: list[CellResult], views: list[str]) -> list[str]:
     lines = ["", "Over seeds (test accuracy; sd = sample standard deviation, in points):", "",
              "| cell group | seeds | view | mean | sd | min | max |", "|---|---:|---|---:|---:|---:|---:|"]
     for g, rs in groups.items():
-        for v in views:
-            accs = [r["views"][v]["test_acc"] for r in rs if v in r["views"]]
-            if len(accs) < 2:
-                continue
-            lines.append(f"| {g} | {len(accs)} | {v} | {statistics.mean(accs):.4f} | "
-                         f"{100 * statistics.stdev(accs):.2f} | {min(accs):.4f} | {max(accs):.4f} |")
+        for c in ["", *noisy]:
+            for v in views:
+                if c:
+                    accs = [r["noisy"][c][v] for r in rs if v in r.get("noisy", {}).get(c, {})]
+                else:
+                    accs = [r["views"][v]["test_acc"] for r in rs if v in r["views"]]
+                if len(accs) < 2:
+                    continue
+                lines.append(f"| {g} | {len(accs)} | {v}{f' @ {c}' if c else ''} | {statistics.mean(accs):.4f} | "
+                             f"{100 * statistics.stdev(accs):.2f} | {min(accs):.4f} | {max(accs):.4f} |")
     return lines
 
 

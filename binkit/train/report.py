@@ -136,11 +136,12 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
     noisy: dict[str, dict[str, float]] = {}
     if snrs:
         from binkit.data.pipeline import noisy_split
+        from binkit.train.trainer import evaluate
 
         for snr in snrs:
             x_all, y_all = noisy_split(data, split, snr, tree, dataset=resolved.spec.data.dataset)
-            noisy[f"{snr:g}dB"] = {("full" if v is None else v): _accuracy(model, x_all, y_all, v, batch_size)
-                                   for v in views}
+            noisy[f"{snr:g}dB"] = evaluate(model, torch.utils.data.TensorDataset(x_all, y_all), views,
+                                           batch_size)
     first = next(iter(preds))
     cm = confusion_matrix(y_true, np.concatenate(preds[first]), len(data.labels))
     per_class = per_class_metrics(cm)
@@ -180,14 +181,6 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
     atomic_write_text(out / f"eval_{split}.md", "\n".join(lines))
     atomic_write_text(out / f"eval_{split}.json", json.dumps(report.to_dict(), indent=2) + "\n")
     return report
-
-
-def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, view: str | None, batch_size: int) -> float:
-    correct = 0
-    for s in range(0, len(y), batch_size):
-        logits = model(x[s:s + batch_size]) if view is None else model(x[s:s + batch_size], view=view)
-        correct += int((logits.argmax(-1) == y[s:s + batch_size].to(logits.device)).sum())
-    return correct / max(len(y), 1)
 
 
 def median_latency_seconds(fn, runs: int, warmup: int = 20) -> float:

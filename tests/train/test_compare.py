@@ -79,6 +79,8 @@ def test_run_grid_tables_and_skips_finished_cells(tmp_path, capsys):
     ('[[cells]]\nname = "a"\n[[cells]]\nname = "a"\n', "duplicate cell names"),
     ('[[cells]]\nname = "a"\noverrides = { training = { epochz = 3 } }\n', "cells.a: training.epochz"),
     ('', "needs \\[\\[cells\\]\\] or a \\[product\\]"),
+    ('snr = [nan]\n[[cells]]\nname = "a"\n', "finite number of decibels"),
+    ('snr = [10, 10]\n[[cells]]\nname = "a"\n', "snr values repeat"),
 ])
 def test_bad_grids_fail_before_training(tmp_path, body, match):
     with pytest.raises(SpecError, match=match):
@@ -169,6 +171,41 @@ def test_only_takes_a_seeded_group_by_its_name(tmp_path):
     assert [r["cell"] for r in rows] == ["fp-seed0", "fp-seed3", "bnn-seed1"]
     with pytest.raises(ValueError, match=r"unknown cell\(s\) \['f'\].*'fp-seed0'.*'fp'"):
         run_grid(path, progress=False, only=["f"])
+
+
+def test_snr_scores_every_cell_with_noise_and_the_groups_over_seeds(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "sc_dataset_tests", Path(__file__).resolve().parents[1] / "data" / "test_speech_commands_dataset.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    helpers.make_tree(tmp_path / "tree")
+    (tmp_path / "sc.toml").write_text(helpers.mlp_spec(tmp_path / "tree", tmp_path / "cache"))
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nbase = "sc.toml"\nout = "{tmp_path / "out"}"\nsnr = [300, 0]\n'
+                    '[[cells]]\nname = "bnn"\nseeds = [0, 1]\noverrides = { binarization = { method = "bnn" } }\n')
+    rows, out = run_grid(grid, progress=False)
+    for r in rows:
+        assert list(r["noisy"]) == ["300dB", "0dB"]
+        # 300 dB: noise below float precision, the clean score; 0 dB: the clips of `binkit eval --snr`
+        assert r["noisy"]["300dB"]["full"] == r["views"]["full"]["test_acc"]
+        assert main(["eval", str(out / r["cell"]), "--snr", "0"]) == 0
+        report = json.loads((out / r["cell"] / "reports" / "eval_test.json").read_text())
+        assert r["noisy"]["0dB"] == report["noisy_accuracy"]["0dB"]
+    md = (out / "compare.md").read_text()
+    assert "| acc full | acc 300dB (full) | acc 0dB (full) |" in md
+    noisy = [r["noisy"]["0dB"]["full"] for r in rows]
+    assert f"| bnn-seed1 | mlp | bnn | - | full | {rows[1]['test_acc']:.4f} | {rows[1]['test_acc']:.4f} | " \
+           f"{noisy[1]:.4f} |" in md
+    assert f"| bnn | 2 | full @ 0dB | {sum(noisy) / 2:.4f} |" in md
+    # a dataset without noise files: the cells are tabulated, with a note instead of the columns
+    (tmp_path / "t").mkdir()
+    tones = write_grid(tmp_path / "t", 'snr = [10]\n[[cells]]\nname = "a"\n')
+    rows, out = run_grid(tones, progress=False)
+    assert "needs cached waveforms and background-noise files" in rows[0]["noisy"]["note"]
+    md = (out / "compare.md").read_text()
+    assert "Not scored with noise:" in md and "acc 10dB" not in md
 
 
 @pytest.mark.parametrize("seeds,match", [("[1, 1]", "seeds repeat"), ("[-1]", "non-negative")])
