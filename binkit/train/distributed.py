@@ -7,6 +7,7 @@ environment; :func:`init_distributed` then joins the process group. Without them
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -56,6 +57,12 @@ class DistContext:
 
     def shutdown(self) -> None:
         if self.initialized_here and dist.is_initialized():
+            # DistributedDataParallel's reducer holds the process group, and nn.Module reference
+            # cycles keep a finished DDP model alive until a garbage collection: collect it now,
+            # while the group and the interpreter are alive. Left to interpreter exit, gloo's
+            # threads were torn down late and a rank aborted now and then on a loaded machine
+            # ("terminate called without an active exception", SIGABRT) after its results were saved.
+            gc.collect()
             dist.destroy_process_group()
 
 
