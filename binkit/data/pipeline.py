@@ -38,7 +38,7 @@ from binkit.data.features import BatchFrontEnd
 from binkit.data.splits import batch_order
 from binkit.specs import FeaturesSpec
 
-__all__ = ["BatchPipeline", "make_batch_fn", "noise_pipeline", "noisy_split", "snr_key"]
+__all__ = ["BatchPipeline", "make_batch_fn", "noise_pipeline", "noisy_split", "snr_key", "tree_name"]
 
 
 def _batch_seed(seed: int, epoch: int, index: int) -> int:
@@ -227,6 +227,15 @@ def snr_key(tree: str, snr_db: float) -> str:
     """The name of ``tree``'s split with noise at ``snr_db`` (``TREE@SNRdB``); its CRC-32 seeds
     the crops, so every tool that names a noisy split this way meets the same noisy clips."""
     return f"{tree}@{snr_db:g}dB"
+
+
+def tree_name(params: Any, default: str) -> str:
+    """The folder name of a dataset's ``root`` parameter (what :func:`snr_key` names), or
+    ``default`` for a dataset without one."""
+    from pathlib import Path
+
+    root = getattr(params, "root", None)
+    return Path(root).resolve().name if root else default
 
 
 def noise_pipeline(data: Any, tree: str, dataset: str | None = None) -> BatchPipeline:

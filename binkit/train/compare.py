@@ -429,14 +429,14 @@ def _noisy_scores(run: Path, resolved, snrs: list[float], cache: dict[tuple, Any
     made once per data tree and SNR. A cell that cannot be scored gets ``{"note": why}``."""
     import torch
 
-    from binkit.data.pipeline import noisy_split
+    from binkit.data.pipeline import noisy_split, tree_name
     from binkit.train.build import load_checkpoint
     from binkit.train.trainer import evaluate
 
     if not (run / "model.pt").is_file():
         return {"note": "model.pt is not here"}
     params = resolved.dataset_params
-    tree = Path(params.root).resolve().name if "root" in type(params).model_fields else resolved.spec.name
+    tree = tree_name(params, resolved.spec.name)
     key = (resolved.spec.data.dataset, params.model_dump_json(), resolved.spec.features.model_dump_json())
     try:
         if key not in cache:

@@ -118,10 +118,10 @@ def evaluate_run(run: str | Path, *, split: str = "test", out_dir: str | Path | 
         data = resolved.dataset.factory(params, resolved.spec.features)
     if list(data.labels) != list(meta["labels"]):
         raise ValueError(f"{ckpt}: trained on labels {meta['labels']}, the data now gives {data.labels}")
-    tree = Path(params.root).resolve().name if "root" in type(params).model_fields else resolved.spec.name
     if snrs:
-        from binkit.data.pipeline import noise_pipeline
+        from binkit.data.pipeline import noise_pipeline, tree_name
 
+        tree = tree_name(params, resolved.spec.name)
         noise_pipeline(data, tree, resolved.spec.data.dataset)
     views: list[str | None] = list(resolved.views) or [None]
     preds: dict[str, list[np.ndarray]] = {("full" if v is None else v): [] for v in views}
