@@ -87,13 +87,6 @@ def relist(original: Path, render: Path) -> dict[str, int]:
     return counts
 
 
-def noisy_name(tree: str, snr_db: float) -> str:
-    """The pack / scores key of ``tree``'s test split with noise at ``snr_db`` (its crops' seed too)."""
-    from binkit.data.pipeline import snr_key
-
-    return snr_key(tree, snr_db)
-
-
 def condition(key: str) -> str:
     """``""`` for a clean test split, ``"10dB"`` for one scored with noise at 10 dB SNR."""
     m = re.fullmatch(r".*@(-?[0-9.e+-]+dB)", key)
@@ -109,7 +102,7 @@ def test_splits(original: Path, renders: list[Path], run: Path, snrs: list[float
     """
     import torch
 
-    from binkit.data.pipeline import noisy_split
+    from binkit.data.pipeline import noisy_split, snr_key
     from binkit.train import load_checkpoint
 
     _, meta = load_checkpoint(run / "model.pt")
@@ -127,7 +120,7 @@ def test_splits(original: Path, renders: list[Path], run: Path, snrs: list[float
                 x, y = noisy_split(data, "test", snr, tree.name)
             except ValueError as exc:
                 raise SystemExit(f"--snr: {exc}") from None
-            pack["trees"][noisy_name(tree.name, snr)] = (x.contiguous(), y)
+            pack["trees"][snr_key(tree.name, snr)] = (x.contiguous(), y)  # its crops' seed too
     return pack
 
 
