@@ -57,6 +57,7 @@ cdef extern from "binkit_engine.h" nogil:
         const float *bias
         const float *fthr
         const int32_t *flt
+        const float *ishift
         const uint32_t *wm
         int64_t outer, chans, inner
         const int32_t *idx
@@ -200,7 +201,7 @@ cdef class Plan:
             op.ivec = d.get("ivec", 0)
             op.wplanes = d.get("wplanes", 1)
             op.iplanes = d.get("iplanes", 1)
-            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "tpos", "tthr", "wf", "bias", "fthr", "flt", "wm", "idx",
+            for key in ("wb", "base", "pat", "mult", "offs", "thr", "cthr", "gsrc", "gthr", "ginv", "tpos", "tthr", "wf", "bias", "fthr", "flt", "ishift", "wm", "idx",
                         "iscale", "wscale"):
                 if d.get(key) is not None:
                     self.keep.append(d[key])
@@ -228,6 +229,7 @@ cdef class Plan:
             op.bias = _fptr(d.get("bias"))
             op.fthr = _fptr(d.get("fthr"))
             op.flt = _iptr(d.get("flt"))
+            op.ishift = _fptr(d.get("ishift"))
             op.iscale = _dptr(d.get("iscale"))
             op.wscale = _dptr(d.get("wscale"))
             posts = d.get("post", [])

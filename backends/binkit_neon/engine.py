@@ -21,6 +21,10 @@ Planning (Python, once per view at load):
    operations in the same order as unfused (so fusion changes no bit of the result).
    A sign-threshold binary op (artifact v2) whose consumers are all 1x1 unpadded binary ops
    writes packed sign rows directly; the consumers use them as GEMM rows without packing.
+   An ``affine`` with multiplier 1 whose only reader is a one-plane binary op (ReActNet's RSign
+   shift on a value a skip connection also reads, which its producer cannot absorb) is left to
+   that reader, which adds the offset while it packs its input: the same addition, so the same
+   bits, without the affine's pass over memory (``_fold_input_shift``).
 3. **Buffers.** Values are assigned to a few reusable slots by liveness; ops whose input is
    fully staged in scratch before any output is written (binary ops, padded float convs,
    element-wise chains) may write in place over a dying input.
@@ -314,6 +318,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+
 # ---------------------------------------------------------------------------------------------
 # the planner
 # ---------------------------------------------------------------------------------------------
@@ -434,6 +439,7 @@ class _Planner:
         self.cops: list[_COp] = []
         self.macs = [0] * len(self.ops)
         self.pref = self._preferences()
+        self.ishift: dict[str, np.ndarray] = {}  # folded input shifts (_fold_input_shift)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -799,9 +805,42 @@ class _Planner:
         self.vals[out_name] = out_val
         return self._fuse(pos, cop, out_name, out_val, chan_axis)
 
+    def _fold_input_shift(self, pos: int) -> bool:
+        """Leave the ``affine`` at ``pos`` to its only reader when its multiplier is 1 and that
+        reader is a one-plane binary conv / linear / depthwise conv packing along the affine's
+        axis: the reader adds the offset (``ishift``) while it packs, the same float addition the
+        affine did, so the bits are the same and the affine's pass over memory is gone. That is
+        ReActNet's RSign shift in front of a layer whose input also feeds a skip connection, which
+        no producer can absorb. Returns True when folded (the value then aliases the affine's
+        input; the reader marks it as its own by the offsets in ``self.ishift``)."""
+        op = self.ops[pos]
+        x, name = op["inputs"][0], op["outputs"][0]
+        if name == self.output or self.uses.get(name, 0) != 1:
+            return False
+        reader = next(o for o in self.ops if name in o["inputs"])
+        kind = reader["op"]
+        if kind not in ("bconv1d", "bconv2d", "blinear", "bdwconv1d") or _planes(reader) != (1, 1):
+            return False
+        shape = self.shapes[x]
+        axis = len(shape) - 1 if kind == "blinear" else 0
+        val = self.vals[x]
+        if op["attrs"]["axis"] != axis or val.bits or reader["inputs"][0] != name:
+            return False
+        c = shape[axis]
+        mult, offs = _f32(self._t(op, "multiplier")).reshape(-1), _f32(self._t(op, "offset")).reshape(-1)
+        if mult.size not in (1, c) or offs.size not in (1, c) or not (mult == 1).all():
+            return False
+        shift = np.zeros(-(-c // 64) * 64, np.float32)  # read in whole words (BDW: up to opad)
+        shift[:c] = np.broadcast_to(offs, (c,))
+        self.ishift[name] = shift
+        self.vals[name] = val
+        return True
+
     def _lower_epi(self, pos: int) -> int:
         op = self.ops[pos]
         ins, out_name = op["inputs"], op["outputs"][0]
+        if op["op"] == "affine" and self._fold_input_shift(pos):
+            return pos
         if op["op"] == "add" and self.shapes[ins[0]] != self.shapes[ins[1]]:
             return self._lower_badd(pos)
         val = self._regular(ins[0], pos)
@@ -909,9 +948,11 @@ class _Planner:
         out_name = op["outputs"][0]
         oshape = self.shapes[out_name]
         a_k, a_d = a.get("kernel_size", (1,)), a.get("dilation", (1,))
-        fpbits = (kind == "bconv2d" and npw * npi == 1 and a_d[-1] == 1 and a_k[-1] > 1
+        ishift = self.ishift.get(name)  # a folded input shift: this op packs the float input itself
+        fpbits = (ishift is None and kind == "bconv2d" and npw * npi == 1 and a_d[-1] == 1 and a_k[-1] > 1
                   and self._fp_bits(pos, name))  # dense packed rows for a rowmode im2col
-        prepacked = fpbits or self.vals[name].bits or (kind == "blinear" and npw * npi == 1 and self._bits_map(pos, name))
+        prepacked = ishift is None and (fpbits or self.vals[name].bits or (
+            kind == "blinear" and npw * npi == 1 and self._bits_map(pos, name)))
         assert not (prepacked and npw * npi > 1), "multi-plane ops never take packed rows"
         if kind == "blinear":
             c = a["in_features"]
@@ -1003,7 +1044,7 @@ class _Planner:
                       words=words, kwords=kwords, nb=nb, rowmode=rowmode, rwords=rwords,
                       wb=wb, base=base.ravel(), pat=pat if len(keys) > 1 else None,
                       nvalid=np.array([c * int(np.outer(ry, rx).sum()) for (ry, rx) in keys], np.int64),
-                      **self._output_transform(op))
+                      ishift=ishift, **self._output_transform(op))
         self._maybe_bits_out(fields, out_name, out, kind == "blinear", ho * wo)
         if fields.get("bits_out"):
             # count thresholds: bit 1 (x < 0) iff dot < thr iff count > floor((base - thr) / 2)
@@ -1046,7 +1087,8 @@ class _Planner:
         wm = np.concatenate([wm.ravel(), np.ascontiguousarray(w8).view(np.uint32).ravel()])
         fields = dict(kind=_BDW, C=c, H=1, W=t, in_sc=st[0], in_sh=0, in_sw=st[1], O=c, Ho=1, Wo=to,
                       out_so=ost[0], out_sh=0, out_sw=ost[1], kh=1, kw=k, sh=1, sw=s, dh=1, dw=d,
-                      pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm, **self._output_transform(op))
+                      pt=0, pb=0, pl=pl, pr=pr, groups=c, opad=cp, wm=wm, ishift=self.ishift.get(name),
+                      **self._output_transform(op))
         self._maybe_bits_out(fields, out_name, out, False, to)
         return self._emit(pos, fields, val, out_name, out, True, 0)
 

@@ -661,6 +661,41 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_conv_fp)(const bk_op *
 
 /* ---- binary conv / linear ------------------------------------------------------------------ */
 
+/* Float -> bits of a shifted input: bit i of the words at out is fl(x[i * stride] + b[i]) < 0, the
+ * very float addition and test of the affine (multiplier 1, offset b) this replaces
+ * (op->ishift, engine.py _fold_input_shift), one word of sums at a time on the stack and packed by
+ * the variant's BK_PACK: the same bits without the affine's pass over memory. */
+BK_ATTR static __attribute__((noinline)) void BK_FN(bk_pack_shift)(const float *x, int64_t stride, const float *b, size_t n,
+                                                 uint64_t *out) {
+    float t[64] __attribute__((aligned(64)));
+    size_t first = 0;
+#ifdef BK_AVX512_OPS
+    if (stride == 1) /* whole words in registers: the same additions and compares as BK_PACK */
+        for (; first + 64 <= n; first += 64) {
+            uint64_t w = 0;
+            for (int q = 0; q < 4; ++q) {
+                const __m512 v = _mm512_add_ps(_mm512_loadu_ps(x + first + 16 * q), _mm512_loadu_ps(b + first + 16 * q));
+                w |= (uint64_t)(uint16_t)_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ) << (16 * q);
+            }
+            out[first / 64] = w;
+        }
+#endif
+    for (; first < n; first += 64) {
+        const size_t cnt = n - first < 64 ? n - first : 64;
+        size_t i = 0;
+        if (stride == 1)
+            for (; i + BK_VW <= cnt; i += BK_VW) {
+                VF v, bv;
+                BK_LOADV(v, x + first + i);
+                BK_LOADV(bv, b + first + i);
+                v = v + bv;
+                memcpy(t + i, &v, sizeof(v));
+            }
+        for (; i < cnt; ++i) t[i] = x[(int64_t)(first + i) * stride] + b[first + i];
+        BK_PACK(t, cnt, out + first / 64);
+    }
+}
+
 /* Steps 1 and 2 of a binary conv: the packed input grid and (unless direct) the dense
  * receptive-field rows; returns the GEMM rows and their stride (words). x: the input floats at
  * the op's strides (or, prepacked, the packed rows); tmp_row: one packed row of scratch (rowmode). */
@@ -689,7 +724,7 @@ BK_ATTR static inline __attribute__((always_inline)) const uint64_t *BK_FN(bk_bc
         /* dense rows: bit ((x + pl) * C + c) of padded row y + pt is channel c of pixel (y, x) */
         if (!padded) memset(grid, 0, bk_bconv_grid_words(op) * 8);
         uint64_t *tmp = tmp_row; /* a packed row */
-        const int contiguous = op->in_sc == 1 && op->in_sw == C;
+        const int contiguous = op->in_sc == 1 && op->in_sw == C && !op->ishift;
         for (int64_t i = 0; i < H; ++i) {
             uint64_t *row = grid + (i + op->pt) * op->rwords;
             const float *s = x + i * op->in_sh;
@@ -701,7 +736,9 @@ BK_ATTR static inline __attribute__((always_inline)) const uint64_t *BK_FN(bk_bc
                     bk_bits_copy(row, (size_t)(op->pl * C), tmp, 0, (size_t)(W * C));
             } else {
                 for (int64_t j = 0; j < W; ++j) {
-                    if (op->in_sc == 1)
+                    if (op->ishift)
+                        BK_FN(bk_pack_shift)(s + j * op->in_sw, op->in_sc, op->ishift, (size_t)C, tmp);
+                    else if (op->in_sc == 1)
                         BK_PACK(s + j * op->in_sw, (size_t)C, tmp);
                     else
                         bk_pack_strided(s + j * op->in_sw, op->in_sc, (size_t)C, tmp);
@@ -718,7 +755,9 @@ BK_ATTR static inline __attribute__((always_inline)) const uint64_t *BK_FN(bk_bc
             for (int64_t j = 0; j < W; ++j) {
                 const float *s = x + i * op->in_sh + j * op->in_sw;
                 uint64_t *d = grid + ((i + op->pt) * Wp + j + op->pl) * words;
-                if (op->in_sc == 1)
+                if (op->ishift)
+                    BK_FN(bk_pack_shift)(s, op->in_sc, op->ishift, (size_t)C, d);
+                else if (op->in_sc == 1)
                     BK_PACK(s, (size_t)C, d);
                 else
                     bk_pack_strided(s, op->in_sc, (size_t)C, d);
@@ -1105,14 +1144,23 @@ BK_ATTR static inline __attribute__((always_inline)) void BK_FN(bk_dw5_i8_body)(
     memset(S, 0, (size_t)(pl * Cp));
     memset(S + (pl + T) * Cp, 0, (size_t)(pr * Cp));
     const __m512 zero = _mm512_setzero_ps();
+    const float *sh = op->ishift; /* a folded input shift: fl(x + sh) < 0, as the affine */
     for (int64_t t = 0; t < T; ++t) {
         const float *s = x + t * in_sw;
         int8_t *d = S + (pl + t) * Cp;
         for (int64_t c = 0; c < C; c += 64) {
-            const __mmask64 k0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c), zero, _CMP_LT_OQ);
-            const __mmask64 k1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c + 16), zero, _CMP_LT_OQ);
-            const __mmask64 k2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c + 32), zero, _CMP_LT_OQ);
-            const __mmask64 k3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + c + 48), zero, _CMP_LT_OQ);
+            __m512 v0 = _mm512_loadu_ps(s + c), v1 = _mm512_loadu_ps(s + c + 16);
+            __m512 v2 = _mm512_loadu_ps(s + c + 32), v3 = _mm512_loadu_ps(s + c + 48);
+            if (sh) {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(sh + c));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(sh + c + 16));
+                v2 = _mm512_add_ps(v2, _mm512_loadu_ps(sh + c + 32));
+                v3 = _mm512_add_ps(v3, _mm512_loadu_ps(sh + c + 48));
+            }
+            const __mmask64 k0 = _mm512_cmp_ps_mask(v0, zero, _CMP_LT_OQ);
+            const __mmask64 k1 = _mm512_cmp_ps_mask(v1, zero, _CMP_LT_OQ);
+            const __mmask64 k2 = _mm512_cmp_ps_mask(v2, zero, _CMP_LT_OQ);
+            const __mmask64 k3 = _mm512_cmp_ps_mask(v3, zero, _CMP_LT_OQ);
             _mm512_storeu_si512((void *)(d + c), _mm512_movm_epi8(k0 | (k1 << 16) | (k2 << 32) | (k3 << 48)));
         }
     }
@@ -1322,15 +1370,21 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
         float *restrict st = S + t * Cp;
         const float *s = x + t * op->in_sw;
         int64_t c = 0;
+        const float *sh = op->ishift; /* a folded input shift: fl(x + sh) < 0, as the affine */
         if (op->in_sc == 1) {
             for (; c + BK_VW <= C; c += BK_VW) {
                 VF v;
                 BK_LOADV(v, s + c);
+                if (sh) {
+                    VF bv;
+                    BK_LOADV(bv, sh + c);
+                    v = v + bv;
+                }
                 const VI r = one | ((v < (VF){0}) & signbit);
                 memcpy(st + c, &r, sizeof(r));
             }
         }
-        for (; c < C; ++c) st[c] = s[c * op->in_sc] < 0.0f ? -1.0f : 1.0f;
+        for (; c < C; ++c) st[c] = (sh ? s[c * op->in_sc] + sh[c] : s[c * op->in_sc]) < 0.0f ? -1.0f : 1.0f;
         for (; c < Cp; ++c) st[c] = 1.0f;
     }
     /* hoisted: the float stores below may alias the op as far as the compiler knows */

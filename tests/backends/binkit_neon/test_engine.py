@@ -1019,3 +1019,87 @@ def test_rprelu_epilogue_chains_are_fused_and_match_all_kernels(tmp_path):
         assert [[q["kind"] for q in op["post"]] for op in binary] == chains, view
     for batch, seed in ((1, 31), (5, 32)):
         _check_all_kernels(art, batch, seed)
+
+
+def build_input_shifts(path, c: int, seed: int = 41) -> str:
+    """(8, c) input transposed to (c, 8); ReActNet's RSign shifts (affine, multiplier 1) in front of
+    binary ops whose input also feeds a skip add, as in a ReActNet DFSMN block. View 'block': shift
+    -> bdwconv1d 5 taps (+ the input) -> shift -> 1x1 bconv1d c -> 2c (direct) -> prelu -> 1x1
+    bconv1d 2c -> c (+ the memory) -> shift -> bconv1d 3 taps padded (im2col) (+ itself) ->
+    transpose -> shift -> blinear c -> 16 (+ its input, via a float copy) -> flatten -> linear_fp.
+    View 'scaled': the same first shift with multiplier 2 (not a shift: stays an element-wise op).
+    The first shift's offsets are 0.25 / -0.5 / 0, and the features put exact -offset values in
+    front of it (x + b = 0 packs as +1)."""
+    b = _Builder(seed)
+    L = len(LABELS)
+
+    def shift(x, n, axis=0, mult=1.0):
+        return b.op("affine", [x], {"axis": axis}, multiplier=np.full(n, mult, np.float32),
+                    offset=b.f32(n, lo=-0.4, hi=0.4))
+
+    first = len(b.ops)
+    x = b.op("transpose", ["input"], {"perm": [1, 0]})                                 # (c, 8)
+    off0 = np.resize(np.array([0.25, -0.5, 0.0], np.float32), c)
+    s = b.op("affine", [x], {"axis": 0}, multiplier=np.ones(c, np.float32), offset=off0)
+    m = b.op("bdwconv1d", [s], _bconv_attrs(c, [5], [1], [[2, 2]], [1]), weight=b.packed(5, c), **b.transform(c))
+    m = b.op("add", [m, x])
+    h = b.op("bconv1d", [shift(m, c)], _bconv_attrs(c, [1], [1], [[0, 0]], [1]), weight=b.packed(2 * c, 1, c),
+             **b.transform(2 * c))
+    h = b.op("prelu", [h], {"axis": 0}, slope=b.f32(2 * c, lo=-0.5, hi=0.5))
+    f = b.op("bconv1d", [h], _bconv_attrs(2 * c, [1], [1], [[0, 0]], [1]), weight=b.packed(c, 1, 2 * c),
+             **b.transform(c))
+    f = b.op("add", [f, m])
+    g = b.op("bconv1d", [shift(f, c)], _bconv_attrs(c, [3], [1], [[1, 1]], [1]), weight=b.packed(c, 3, c),
+             **b.transform(c))
+    g = b.op("add", [g, f])
+    r = b.op("transpose", [g], {"perm": [1, 0]})                                        # (8, c)
+    y = b.op("blinear", [shift(r, c, axis=1)], {"in_features": c}, weight=b.packed(16, c), **b.transform(16))
+    z = b.op("linear_fp", [b.op("flatten", [r])], {"input_sign": False}, weight=b.f32(16, 8 * c, lo=-0.1, hi=0.1))
+    y = b.op("flatten", [b.op("add", [y, b.op("reshape", [z], {"shape": [1, 16]})])])
+    block = b.op("linear_fp", [y], {"input_sign": False}, weight=b.f32(L, 8 * 16, lo=-0.2, hi=0.2), bias=b.f32(L))
+    n_block = len(b.ops)
+    x = b.op("transpose", ["input"], {"perm": [1, 0]})
+    m = b.op("bdwconv1d", [shift(x, c, mult=2.0)], _bconv_attrs(c, [5], [1], [[2, 2]], [1]), weight=b.packed(5, c),
+             **b.transform(c))
+    m = b.op("flatten", [b.op("add", [m, x])])
+    scaled = b.op("linear_fp", [m], {"input_sign": False}, weight=b.f32(L, 8 * c, lo=-0.1, hi=0.1), bias=b.f32(L))
+    return b.save(path, (8, c), {"block": list(range(first, n_block)), "scaled": list(range(n_block, len(b.ops)))},
+                  {"block": block, "scaled": scaled})
+
+
+@pytest.mark.parametrize("c", [16, 48, 64, 65, 128])
+def test_input_shifts_fold_into_the_readers_packing(tmp_path, c, monkeypatch):
+    """An affine with multiplier 1 whose only reader is a one-plane binary op (its input also
+    feeding a skip add) is done by the reader while it packs: no element-wise op is left for it,
+    the depthwise (int8 path at 64 / 128 channels), direct 1x1, im2col and linear readers carry
+    the offsets, and every kernel gives exactly the bits of the unfolded plan (the affine as its
+    own pass), exact ``x + b = 0`` included. A multiplier of 2 is not folded."""
+    from binkit_neon.engine import _BCONV, _BDW, _EPI, _Planner
+
+    art = load_artifact(build_input_shifts(tmp_path / f"shift{c}.bkm", c))
+    p = _Planner(art, "block")
+    p.plan()
+    ops = p.finish()[0]
+    readers = [op for op in ops if op["kind"] in (_BCONV, _BDW) and op.get("ishift") is not None]
+    assert [(op["kind"], op["direct"] if op["kind"] == _BCONV else None) for op in readers] == \
+        [(_BDW, None), (_BCONV, 1), (_BCONV, 0), (_BCONV, 1)]
+    assert all(len(op["ishift"]) % 64 == 0 and op["ishift"].dtype == np.float32 for op in readers)
+    assert not any(op["kind"] == _EPI and any(q["kind"] == 1 for q in op["post"]) for op in ops)
+    p = _Planner(art, "scaled")
+    p.plan()
+    assert [op["kind"] for op in p.finish()[0]][:2] == [_EPI, _BDW]
+
+    x = features(art.input_shape, 6, seed=c)
+    x[1, :, 0::3] = -0.25  # x + 0.25 = 0 on the channels with offset 0.25: bit 0 (+1)
+    x[1, :, 1::3] = 0.5
+    x[2, :, 2::3] = -0.0
+    folded = {k: {v: Program(art, kernel=k).run(x, v) for v in art.views} for k in KERNELS}
+    monkeypatch.setattr(_Planner, "_fold_input_shift", lambda self, pos: False)
+    ref = ReferenceProgram(art)
+    for view in art.views:
+        want = ref.run(x, view)
+        for k in KERNELS:
+            unfolded = Program(art, kernel=k).run(x, view)
+            np.testing.assert_array_equal(folded[k][view].view(np.uint32), unfolded.view(np.uint32),
+                                          err_msg=f"{k} view {view}")
+            compare(folded[k][view], want, f"{k} view {view}")
