@@ -24,7 +24,8 @@ Planning (Python, once per view at load):
    An ``affine`` with multiplier 1 whose only reader is a one-plane binary op (ReActNet's RSign
    shift on a value a skip connection also reads, which its producer cannot absorb) is left to
    that reader, which adds the offset while it packs its input: the same addition, so the same
-   bits, without the affine's pass over memory (``_fold_input_shift``).
+   bits, without the affine's pass over memory (``_fold_input_shift``); a binary conv writing
+   that reader's packed rows takes the shift into its per-element count thresholds.
 3. **Buffers.** Values are assigned to a few reusable slots by liveness; ops whose input is
    fully staged in scratch before any output is written (binary ops, padded float convs,
    element-wise chains) may write in place over a dying input.
@@ -526,7 +527,7 @@ class _Planner:
         self.vals[name] = _Val(val.shape, val.vb, None, None, True)
         return True
 
-    def _bits_map(self, pos: int, name: str) -> bool:
+    def _bits_map(self, pos: int, name: str, shift: np.ndarray | None = None) -> bool:
         """Let the single-plane float-transform binary conv that produced ``name`` (through
         element-wise post-ops and free reshapes / transposes only feeding this blinear) write the
         blinear's packed input rows itself: every output's sign is an exact function of its
@@ -534,7 +535,9 @@ class _Planner:
         operations as the C epilogue) on every count a pattern can reach; it must be a threshold
         (count > cthr, or its negation: then the bit is inverted). Any other case (an ADD post-op,
         a sign that is not monotone in the count, e.g. a negative PReLU slope, other readers)
-        keeps the float path. Returns True when the rows are packed by the producer."""
+        keeps the float path. ``shift``: the blinear's folded input shift (``_fold_input_shift``),
+        one offset per input feature, added in float32 after the post-ops; each (row, feature)
+        then gets its own threshold. Returns True when the rows are packed by the producer."""
         val = self.vals[name]
         if val.perm is None or val.bits or name == self.output or math.prod(val.shape) > 1 << 22:
             return False
@@ -560,6 +563,7 @@ class _Planner:
             return False
         o, ho, wo, ldc = f["O"], f["Ho"], f["Wo"], f["nb"] * 8
         nvalid = f["nvalid"]
+        ys = []  # per pattern: (o, n + 1) float32 values after the post-ops
         base = f["base"].reshape(len(nvalid), ldc).astype(np.int64)
         m, b = f["mult"], f["offs"]
         # per (pattern, channel): bit(count) for count = pcpad + j, j in [0, n]; n = C * valid taps
@@ -582,6 +586,9 @@ class _Planner:
                 else:
                     return False
                 y = y.astype(np.float32)
+            ys.append(y)
+            if shift is not None:
+                continue  # thresholds per (row, feature) below
             bits = (y < 0).astype(np.int8)
             step = np.diff(bits, axis=1)
             up, down = (step >= 0).all(1), (step <= 0).all(1)
@@ -592,11 +599,12 @@ class _Planner:
             inv[new] = down[new]
             fixed |= ~const
             ones[k] = bits.sum(1)
-        for k, n in enumerate(nvalid):
-            pcpad = (base[k, :o] - n) // 2  # the count of the padded taps' weight bits
-            # bit = count > pcpad + n - ones, or inverted: bit = !(count > pcpad + ones - 1)
-            # (a constant channel fits either form)
-            cthr[k] = np.where(inv, pcpad + ones[k] - 1, pcpad + n - ones[k])
+        if shift is None:
+            for k, n in enumerate(nvalid):
+                pcpad = (base[k, :o] - n) // 2  # the count of the padded taps' weight bits
+                # bit = count > pcpad + n - ones, or inverted: bit = !(count > pcpad + ones - 1)
+                # (a constant channel fits either form)
+                cthr[k] = np.where(inv, pcpad + ones[k] - 1, pcpad + n - ones[k])
         # the consumer's (row, feature) -> the producer's (position, channel)
         oo, yy, xx = np.meshgrid(np.arange(o), np.arange(ho), np.arange(wo), indexing="ij")
         offs = (oo * f["out_so"] + yy * f["out_sh"] + xx * f["out_sw"]).ravel()
@@ -613,8 +621,26 @@ class _Planner:
         gthr = np.full((rows, owords * 64), np.iinfo(np.int32).max, np.int64)
         ginv = np.zeros((rows, owords * 64), np.uint8)
         gsrc[:, :feats] = src.reshape(rows, feats)
-        gthr[:, :feats] = np.clip(cthr[pat, c_], -1, np.iinfo(np.int32).max).reshape(rows, feats)
-        ginv[:, :feats] = inv[c_].reshape(rows, feats)
+        if shift is None:
+            ethr, einv = cthr[pat, c_], inv[c_]
+        else:  # each (row, feature): bit = fl(y + shift) < 0, a threshold in the count as above
+            ethr, einv = np.empty(rows * feats, np.int64), np.zeros(rows * feats, bool)
+            sh = np.tile(_f32(shift[:feats]), rows)
+            for k, n in enumerate(nvalid):
+                sel = np.flatnonzero(pat == k)
+                if not sel.size:
+                    continue
+                bits = ((ys[k][c_[sel]] + sh[sel, None]) < 0).astype(np.int8)  # float32 addition
+                step = np.diff(bits, axis=1)
+                up, down = (step >= 0).all(1), (step <= 0).all(1)
+                if not (up | down).all():
+                    return False
+                ones_e = bits.sum(1)
+                pcpad = (base[k, c_[sel]] - n) // 2
+                einv[sel] = down & ~(up & down)
+                ethr[sel] = np.where(einv[sel], pcpad + ones_e - 1, pcpad + n - ones_e)
+        gthr[:, :feats] = np.clip(ethr, -1, np.iinfo(np.int32).max).reshape(rows, feats)
+        ginv[:, :feats] = einv.reshape(rows, feats)
         f.update(bits_out=1, owords=owords, grows=rows, gsrc=np.ascontiguousarray(gsrc.ravel()),
                  gthr=np.ascontiguousarray(gthr.astype(np.int32).ravel()),
                  ginv=np.packbits(ginv, axis=-1, bitorder="little").view("<u8").astype(np.uint64).ravel(),
@@ -951,8 +977,10 @@ class _Planner:
         ishift = self.ishift.get(name)  # a folded input shift: this op packs the float input itself
         fpbits = (ishift is None and kind == "bconv2d" and npw * npi == 1 and a_d[-1] == 1 and a_k[-1] > 1
                   and self._fp_bits(pos, name))  # dense packed rows for a rowmode im2col
-        prepacked = ishift is None and (fpbits or self.vals[name].bits or (
-            kind == "blinear" and npw * npi == 1 and self._bits_map(pos, name)))
+        prepacked = fpbits or (ishift is None and self.vals[name].bits) or (
+            kind == "blinear" and npw * npi == 1 and self._bits_map(pos, name, ishift))
+        if prepacked:
+            ishift = None  # the producer's thresholds include it (_bits_map)
         assert not (prepacked and npw * npi > 1), "multi-plane ops never take packed rows"
         if kind == "blinear":
             c = a["in_features"]

@@ -1103,3 +1103,49 @@ def test_input_shifts_fold_into_the_readers_packing(tmp_path, c, monkeypatch):
             np.testing.assert_array_equal(folded[k][view].view(np.uint32), unfolded.view(np.uint32),
                                           err_msg=f"{k} view {view}")
             compare(folded[k][view], want, f"{k} view {view}")
+
+
+@pytest.mark.parametrize(("o", "slopes"), [(8, "pos"), (32, "pos"), (12, "pos"), (8, "vee")])
+def test_front_end_rows_take_the_readers_input_shift(tmp_path, o, slopes, monkeypatch):
+    """ReActNet's DFSMN front-end: bconv2d -> prelu -> affine -> reshape -> transpose -> RSign shift
+    (affine, multiplier 1, one offset per fc1 input feature) -> blinear. With positive slopes each
+    (row, feature)'s sign is a threshold in the conv's count, so the conv writes the blinear's
+    packed rows with the shift folded in (no element-wise op left, the blinear packs nothing);
+    with negative slopes (sign not monotone once shifted) the blinear packs the floats with the
+    shift. Every kernel gives exactly the bits of the plan without the fold."""
+    from binkit_neon.engine import _BCONV, _EPI, _Planner
+    b = _Builder(71 + o)
+    L = len(LABELS)
+    t = b.transform(o)
+    t["multiplier"][1] = -abs(t["multiplier"][1])                                          # inverted bits
+    x = b.op("bconv2d", ["input"], _bconv_attrs(16, [5, 5], [2, 2], [[2, 2], [2, 2]], [1, 1]),
+             weight=b.packed(o, 5, 5, 16), **t)                                            # (o, 8, 8)
+    slope = b.f32(o, lo=0.05, hi=0.5) if slopes == "pos" else np.full(o, -0.3, np.float32)
+    x = b.op("prelu", [x], {"axis": 0}, slope=slope)
+    x = b.op("affine", [x], {"axis": 0}, multiplier=np.ones(o, np.float32), offset=b.f32(o, lo=-0.2, hi=0.2))
+    x = b.op("reshape", [x], {"shape": [8 * o, 8]})
+    x = b.op("transpose", [x], {"perm": [1, 0]})                                          # (8, 8 o)
+    x = b.op("affine", [x], {"axis": 1}, multiplier=np.ones(8 * o, np.float32),
+             offset=b.f32(8 * o, lo=-0.3, hi=0.3))
+    x = b.op("blinear", [x], {"in_features": 8 * o}, weight=b.packed(24, 8 * o), **b.transform(24))
+    x = b.op("flatten", [x])
+    x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 192, lo=-0.2, hi=0.2), bias=b.f32(L))
+    art = load_artifact(b.save(tmp_path / f"shift{o}.bkm", (16, 16, 16), {"v": list(range(len(b.ops)))}, {"v": x}))
+    p = _Planner(art, "v")
+    p.plan()
+    ops = p.finish()[0]
+    assert not any(op["kind"] == _EPI for op in ops)
+    conv, lin = [op for op in ops if op["kind"] == _BCONV]
+    if slopes == "pos":
+        assert conv.get("gsrc") is not None and conv["post"] == [] and conv["ginv"].any()
+        assert lin["prepacked"] == 1 and lin.get("ishift") is None
+    else:
+        assert conv.get("gsrc") is None and lin["prepacked"] == 0 and lin["ishift"] is not None
+    x = features(art.input_shape, 7, seed=o)
+    folded = {k: Program(art, kernel=k).run(x, "v") for k in KERNELS}
+    monkeypatch.setattr(_Planner, "_fold_input_shift", lambda self, pos: False)
+    want = ReferenceProgram(art).run(x, "v")
+    for k in KERNELS:
+        np.testing.assert_array_equal(folded[k].view(np.uint32), Program(art, kernel=k).run(x, "v").view(np.uint32),
+                                      err_msg=k)
+        compare(folded[k], want, k)
