@@ -833,8 +833,8 @@ class _Planner:
 
     def _fold_input_shift(self, pos: int) -> bool:
         """Leave the ``affine`` at ``pos`` to its only reader when its multiplier is 1 and that
-        reader is a one-plane binary conv / linear / depthwise conv packing along the affine's
-        axis: the reader adds the offset (``ishift``) while it packs, the same float addition the
+        reader is a one-plane binary conv / linear / depthwise conv (1-D or 2-D) packing along the
+        affine's axis: the reader adds the offset (``ishift``) while it packs, the same float addition the
         affine did, so the bits are the same and the affine's pass over memory is gone. That is
         ReActNet's RSign shift in front of a layer whose input also feeds a skip connection, which
         no producer can absorb. Returns True when folded (the value then aliases the affine's
@@ -845,7 +845,7 @@ class _Planner:
             return False
         reader = next(o for o in self.ops if name in o["inputs"])
         kind = reader["op"]
-        if kind not in ("bconv1d", "bconv2d", "blinear", "bdwconv1d") or _planes(reader) != (1, 1):
+        if kind not in ("bconv1d", "bconv2d", "blinear", "bdwconv1d", "bdwconv2d") or _planes(reader) != (1, 1):
             return False
         shape = self.shapes[x]
         axis = len(shape) - 1 if kind == "blinear" else 0
@@ -1175,7 +1175,8 @@ class _Planner:
         self.macs[pos] = c * vy * vx
         fields = dict(kind=_BDW2, C=c, H=h, W=wd, in_sc=sc, in_sh=sh_, in_sw=sw_, O=c, Ho=ho, Wo=wo,
                       out_so=oso, out_sh=osh, out_sw=osw, kh=kh, kw=kw, sh=s_h, sw=s_w, dh=d_h, dw=d_w,
-                      pt=pt, pb=pb, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(), **self._output_transform(op))
+                      pt=pt, pb=pb, pl=pl, pr=pr, groups=c, opad=cp, wm=wm.ravel(), ishift=self.ishift.get(name),
+                      **self._output_transform(op))
         self._maybe_bits_out(fields, out_name, out, False, ho * wo)
         return self._emit(pos, fields, val, out_name, out, True, 0)
 

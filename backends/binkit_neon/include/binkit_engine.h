@@ -139,7 +139,7 @@ typedef struct {
                                         (flt[o] ? acc < fthr[o] : acc >= fthr[o]) (engine.py
                                         _float_sign_thresholds); [opad] */
     const int32_t *flt;              /* CONV_FP: -1 where the test is acc < fthr, else 0; [opad] */
-    const float *ishift;             /* BCONV / BDW (one plane), or NULL: the input's bit of channel c is
+    const float *ishift;             /* BCONV / BDW / BDW2 (one plane), or NULL: the input's bit of channel c is
                                         fl(x + ishift[c]) < 0 instead of x < 0 -- an affine (multiplier 1,
                                         offset ishift) folded into the packing (engine.py
                                         _fold_input_shift); [C rounded up to 64] */

@@ -1384,7 +1384,10 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw)(const bk_op *op, 
                 memcpy(st + c, &r, sizeof(r));
             }
         }
-        for (; c < C; ++c) st[c] = (sh ? s[c * op->in_sc] + sh[c] : s[c * op->in_sc]) < 0.0f ? -1.0f : 1.0f;
+        if (sh)
+            for (; c < C; ++c) st[c] = s[c * op->in_sc] + sh[c] < 0.0f ? -1.0f : 1.0f;
+        else
+            for (; c < C; ++c) st[c] = s[c * op->in_sc] < 0.0f ? -1.0f : 1.0f;
         for (; c < Cp; ++c) st[c] = 1.0f;
     }
     /* hoisted: the float stores below may alias the op as far as the compiler knows */
@@ -1457,16 +1460,25 @@ BK_ATTR static __attribute__((noinline)) void BK_FN(bk_op_bdw2)(const bk_op *op,
         for (int64_t j = 0; j < W; ++j) {
             float *restrict st = S + (i * W + j) * Cp;
             const float *s = x + i * op->in_sh + j * op->in_sw;
+            const float *sh = op->ishift; /* a folded input shift: fl(x + sh) < 0, as the affine */
             int64_t c = 0;
             if (op->in_sc == 1) {
                 for (; c + BK_VW <= C; c += BK_VW) {
                     VF v;
                     BK_LOADV(v, s + c);
+                    if (sh) {
+                        VF bv;
+                        BK_LOADV(bv, sh + c);
+                        v = v + bv;
+                    }
                     const VI r = one | ((v < (VF){0}) & signbit);
                     memcpy(st + c, &r, sizeof(r));
                 }
             }
-            for (; c < C; ++c) st[c] = s[c * op->in_sc] < 0.0f ? -1.0f : 1.0f;
+            if (sh)
+                for (; c < C; ++c) st[c] = s[c * op->in_sc] + sh[c] < 0.0f ? -1.0f : 1.0f;
+            else
+                for (; c < C; ++c) st[c] = s[c * op->in_sc] < 0.0f ? -1.0f : 1.0f;
             for (; c < Cp; ++c) st[c] = 1.0f;
         }
     /* hoisted: the float stores below may alias the op as far as the compiler knows */

@@ -1149,3 +1149,46 @@ def test_front_end_rows_take_the_readers_input_shift(tmp_path, o, slopes, monkey
         np.testing.assert_array_equal(folded[k].view(np.uint32), Program(art, kernel=k).run(x, "v").view(np.uint32),
                                       err_msg=k)
         compare(folded[k], want, k)
+
+
+@pytest.mark.parametrize("c", [16, 24, 65])
+def test_input_shifts_fold_into_2d_depthwise_staging(tmp_path, c, monkeypatch):
+    """BC-ResNet's RSign shift in front of a 2-D binary depthwise conv whose input also feeds the
+    residual add: the depthwise op stages fl(x + b) itself, from a channels-last value (a 1x1
+    bconv2d's output, vector path, view 'cl') and from the channel-first input (strided path,
+    view 'cf'). Every kernel gives exactly the bits of the plan without the fold."""
+    from binkit_neon.engine import _BDW2, _EPI, _Planner
+    b = _Builder(83 + c)
+    L = len(LABELS)
+    views = {}
+    for view in ("cl", "cf"):
+        first = len(b.ops)
+        x = "input"
+        if view == "cl":
+            x = b.op("bconv2d", [x], _bconv_attrs(c, [1, 1], [1, 1], [[0, 0], [0, 0]], [1, 1]),
+                     weight=b.packed(c, 1, 1, c), **b.transform(c))
+        s = b.op("affine", [x], {"axis": 0}, multiplier=np.ones(c, np.float32), offset=b.f32(c, lo=-0.4, hi=0.4))
+        y = b.op("bdwconv2d", [s], _bconv_attrs(c, [3, 3], [1, 1], [[1, 1], [1, 1]], [1, 1]),
+                 weight=b.packed(3, 3, c), **b.transform(c))
+        y = b.op("flatten", [b.op("add", [y, x])])
+        y = b.op("linear_fp", [y], {"input_sign": False}, weight=b.f32(L, 30 * c, lo=-0.1, hi=0.1), bias=b.f32(L))
+        views[view] = (list(range(first, len(b.ops))), y)
+    art = load_artifact(b.save(tmp_path / f"dw2_{c}.bkm", (c, 6, 5), {v: ops for v, (ops, _) in views.items()},
+                               {v: out for v, (_, out) in views.items()}))
+    for view, in_sc in (("cl", 1), ("cf", 30)):
+        p = _Planner(art, view)
+        p.plan()
+        ops = p.finish()[0]
+        dw = [op for op in ops if op["kind"] == _BDW2]
+        assert len(dw) == 1 and dw[0]["ishift"] is not None and dw[0]["in_sc"] == in_sc, view
+        assert not any(op["kind"] == _EPI and op["post"][0]["kind"] != 4 for op in ops), view
+    x = features(art.input_shape, 5, seed=c)
+    folded = {k: {v: Program(art, kernel=k).run(x, v) for v in art.views} for k in KERNELS}
+    monkeypatch.setattr(_Planner, "_fold_input_shift", lambda self, pos: False)
+    ref = ReferenceProgram(art)
+    for view in art.views:
+        want = ref.run(x, view)
+        for k in KERNELS:
+            np.testing.assert_array_equal(folded[k][view].view(np.uint32),
+                                          Program(art, kernel=k).run(x, view).view(np.uint32), err_msg=f"{k} {view}")
+            compare(folded[k][view], want, f"{k} {view}")
