@@ -122,6 +122,37 @@ def test_float_twin_shapes_macs_and_parameters(dfsmn):
     assert set(conv.weight.unique().tolist()) <= {-1.0, 1.0}
 
 
+def test_float_twin_of_a_reactnet_plan_counts_shifts_by_their_offsets(tmp_path):
+    """ReActNet's RSign thresholds and RPReLU shifts export as affines sharing one tensor of ones
+    as multiplier: the twin and the plan count only their offsets, and agree (they did not:
+    `binkit bench` refused every ReActNet artifact). The extra parameters over the BNN export of
+    the same network are exactly those offsets."""
+    from bifsmn_plugin.dfsmn import DFSMN, DFSMNParams
+
+    params = DFSMNParams(num_blocks=2, memory_size=16, hidden_size=32, frontend_channels=4,
+                         thin_levels=["2", "1"], view_weights={"2": 1.0})
+    arts = {}
+    for method in ("bnn", "reactnet"):
+        torch.manual_seed(0)
+        model = _randomize(binkit.binarize(DFSMN(params, 5, (1, 32, 32)), method))
+        export_model(model, tmp_path / f"{method}.bkm", labels=[f"c{i}" for i in range(5)], float16=False)
+        arts[method] = load_artifact(tmp_path / f"{method}.bkm")
+    art = arts["reactnet"]
+    shifts = {op["tensors"]["offset"] for v in art.views for op in art.view_ops(v) if op["op"] == "affine"
+              and np.all(art.tensors[op["tensors"]["multiplier"]] == 1)}
+    assert len(shifts) >= 8 and any(n.startswith("ones.") for n in art.tensors)
+    want = fp32_parameter_count(arts["bnn"]) + sum(art.tensors[n].size for n in shifts)
+    assert fp32_parameter_count(art) == want
+    fp = build_float_model(art)
+    assert sum(p.numel() for p in fp.parameters()) == want
+    x = torch.randn(2, *art.input_shape)
+    from binkit.runtime.reference import ReferenceProgram
+    for view in art.views:  # the twin's float pass follows the plan (signs aside, it is the same graph)
+        with torch.no_grad():
+            assert tuple(fp(x, view).shape) == (2, 5)
+    assert ReferenceProgram(art).run(x.numpy(), "2").shape == (2, 5)
+
+
 def test_float_twin_of_a_float_free_input_runs_real_arithmetic(tmp_path):
     """On +-1 inputs (where sign(x) = x) the twin's binary conv equals the artifact's binary op."""
     net, path = _small(tmp_path)

@@ -59,12 +59,18 @@ __all__ = ["AvgPool2d", "ChannelAffine", "ChannelPReLU", "FloatPlanModel", "buil
 
 class ChannelAffine(nn.Module):
     """``y = weight_c * x + bias_c`` with the channel on per-example axis ``axis`` (-1: the last
-    axis); BatchNorm in eval mode, folded."""
+    axis); BatchNorm in eval mode, folded. ``shift_only``: the multiplier is a buffer, not a
+    parameter (an ``affine`` op of all ones: ReActNet's RSign threshold, RPReLU's shifts), as the
+    plan count has it."""
 
-    def __init__(self, multiplier: np.ndarray, offset: np.ndarray, axis: int) -> None:
+    def __init__(self, multiplier: np.ndarray, offset: np.ndarray, axis: int, shift_only: bool = False) -> None:
         super().__init__()
         self.axis = axis
-        self.weight = nn.Parameter(torch.tensor(np.asarray(multiplier, np.float32)))
+        weight = torch.tensor(np.asarray(multiplier, np.float32))
+        if shift_only:
+            self.register_buffer("weight", weight)
+        else:
+            self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.tensor(np.asarray(offset, np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,8 +200,9 @@ class FloatPlanModel(nn.Module):
                                    lambda op=op: self._float_layer(op, tensors)),)
                 elif kind == "affine":
                     keys = (module("affine", (t["multiplier"], t["offset"]), name,
-                                   lambda t=t, a=attrs: ChannelAffine(tensors[t["multiplier"]], tensors[t["offset"]],
-                                                                      a["axis"])),)
+                                   lambda t=t, a=attrs: ChannelAffine(
+                                       tensors[t["multiplier"]], tensors[t["offset"]], a["axis"],
+                                       shift_only=bool(np.all(tensors[t["multiplier"]] == 1)))),)
                 elif kind == "prelu":
                     keys = (module("prelu", (t["slope"],), name,
                                    lambda t=t, a=attrs: ChannelPReLU(tensors[t["slope"]], a["axis"])),)

@@ -21,7 +21,8 @@ came from report the same numbers:
   binary ops' ``multiplier``/``offset`` are the 2-per-channel scale and shift of the conv + BN
   the same architecture has in full precision, and so is a sign ``threshold`` (one integer per
   channel standing for that scale and shift, and a PReLU slope export folded away: the slope is
-  not counted). ``4 x`` that is the FP32 weight bytes.
+  not counted). The multiplier of an ``affine`` op that only shifts (all ones: ReActNet's RSign
+  threshold and RPReLU shifts) is not counted; its offset is. ``4 x`` that is the FP32 weight bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from binkit.runtime.artifact import Artifact
 from binkit.runtime.bits import WORD_DTYPE
@@ -130,6 +133,8 @@ def fp32_parameter_count(artifact: Artifact) -> int:
             t = artifact.tensors[name]
             if role in ("weight_scales", "input_scales"):
                 counts[name] = 0  # plane scales: the float layer has one weight, no planes
+            elif op["op"] == "affine" and role == "multiplier" and t.size and bool(np.all(t == 1)):
+                counts[name] = 0  # a pure shift (ReActNet's RSign, RPReLU): its offset is the parameter
             elif t.dtype == WORD_DTYPE:  # packed (..., words) -> (..., channels) +-1 values
                 lead = 1 if int(op["attrs"].get("weight_planes", 1)) > 1 else 0  # (P, ...): one float weight
                 counts[name] = math.prod(t.shape[lead:-1]) * _channels(op)
