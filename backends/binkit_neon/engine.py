@@ -319,7 +319,6 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # the planner
 # ---------------------------------------------------------------------------------------------
@@ -834,11 +833,11 @@ class _Planner:
     def _fold_input_shift(self, pos: int) -> bool:
         """Leave the ``affine`` at ``pos`` to its only reader when its multiplier is 1 and that
         reader is a one-plane binary conv / linear / depthwise conv (1-D or 2-D) packing along the
-        affine's axis: the reader adds the offset (``ishift``) while it packs, the same float addition the
-        affine did, so the bits are the same and the affine's pass over memory is gone. That is
-        ReActNet's RSign shift in front of a layer whose input also feeds a skip connection, which
-        no producer can absorb. Returns True when folded (the value then aliases the affine's
-        input; the reader marks it as its own by the offsets in ``self.ishift``)."""
+        affine's axis: the reader adds the offset (``ishift``) while it packs, the same float
+        addition the affine did, so the bits are the same and the affine's pass over memory is
+        gone. That is ReActNet's RSign shift in front of a layer whose input also feeds a skip
+        connection, which no producer can absorb. Returns True when folded (the value then
+        aliases the affine's input; the reader finds its offsets in ``self.ishift``)."""
         op = self.ops[pos]
         x, name = op["inputs"][0], op["outputs"][0]
         if name == self.output or self.uses.get(name, 0) != 1:
