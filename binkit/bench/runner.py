@@ -928,7 +928,8 @@ def render_summary(s: dict[str, Any], markdown: bool = False) -> str:
         lines += [s["note"], ""]
     lines += _table(head, rows, {5, 6, 7}, markdown)
     if timed and any(r["seconds"] == 0 for r in s["rows"]):
-        lines += ["", "0.00 us: fused into an op before it, or free (a layout change that copies nothing)"]
+        lines += ["", "0.00 us: fused into a neighbouring op (the epilogue of the op before it, or the input "
+                  "packing of the binary op after it), or free (a layout change that copies nothing)"]
     st = s["storage"]
     lines += ["", f"artifact {st['artifact_bytes']:,} bytes; FP32 weights of the same architecture "
               f"{st['fp32_bytes']:,} bytes: {st['ratio']:.2f}x smaller"]
