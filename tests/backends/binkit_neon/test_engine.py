@@ -925,6 +925,31 @@ def test_threshold_gemm_packed_rows_all_kernels(tmp_path, t):
         _check_all_kernels(art, batch, seed)
 
 
+def build_front_end(path, o: int, seed: int, slope, shifts: bool = False) -> str:
+    """(16, 16, 16) input; the DFSMN front-end's hand-over: bconv2d 16 -> o (5x5, stride 2,
+    padding 2: 9 padding patterns; channel 1's multiplier negative) -> (o, 8, 8) -> prelu
+    (``slope``) [-> affine, multiplier 1] -> reshape (8 o, 8) -> transpose [-> affine, multiplier
+    1, one offset per feature: ReActNet's RSign shift] -> blinear -> flatten -> linear_fp."""
+    b = _Builder(seed)
+    L = len(LABELS)
+    t = b.transform(o)
+    t["multiplier"][1] = -abs(t["multiplier"][1])                                          # inverted bits
+    x = b.op("bconv2d", ["input"], _bconv_attrs(16, [5, 5], [2, 2], [[2, 2], [2, 2]], [1, 1]),
+             weight=b.packed(o, 5, 5, 16), **t)                                            # (o, 8, 8)
+    x = b.op("prelu", [x], {"axis": 0}, slope=np.asarray(slope, np.float32))
+    if shifts:
+        x = b.op("affine", [x], {"axis": 0}, multiplier=np.ones(o, np.float32), offset=b.f32(o, lo=-0.2, hi=0.2))
+    x = b.op("reshape", [x], {"shape": [8 * o, 8]})
+    x = b.op("transpose", [x], {"perm": [1, 0]})                                          # (8, 8 o)
+    if shifts:
+        x = b.op("affine", [x], {"axis": 1}, multiplier=np.ones(8 * o, np.float32),
+                 offset=b.f32(8 * o, lo=-0.3, hi=0.3))
+    x = b.op("blinear", [x], {"in_features": 8 * o}, weight=b.packed(24, 8 * o), **b.transform(24))
+    x = b.op("flatten", [x])
+    x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 192, lo=-0.2, hi=0.2), bias=b.f32(L))
+    return b.save(path, (16, 16, 16), {"v": list(range(len(b.ops)))}, {"v": x})
+
+
 @pytest.mark.parametrize("o", [8, 32, 12])
 def test_conv_writes_transposed_front_end_rows_all_kernels(tmp_path, o):
     """The DFSMN front-end's hand-over: bconv2d 16 -> o (5x5, stride 2, padding 2: 9 padding
@@ -933,19 +958,8 @@ def test_conv_writes_transposed_front_end_rows_all_kernels(tmp_path, o):
     the planner marks the transposed byte order (AVX-512 keeps 8 positions' counts in registers);
     o = 12 keeps the gather. The same bits on every kernel, equal to the reference."""
     from binkit_neon.engine import _Planner
-    b = _Builder(53 + o)
-    L = len(LABELS)
-    t = b.transform(o)
-    t["multiplier"][1] = -abs(t["multiplier"][1])
-    x = b.op("bconv2d", ["input"], _bconv_attrs(16, [5, 5], [2, 2], [[2, 2], [2, 2]], [1, 1]),
-             weight=b.packed(o, 5, 5, 16), **t)                                            # (o, 8, 8)
-    x = b.op("prelu", [x], {"axis": 0}, slope=np.where(np.arange(o) % 3 == 0, -0.3, 0.2).astype(np.float32))
-    x = b.op("reshape", [x], {"shape": [8 * o, 8]})
-    x = b.op("transpose", [x], {"perm": [1, 0]})                                          # (8, 8 o)
-    x = b.op("blinear", [x], {"in_features": 8 * o}, weight=b.packed(24, 8 * o), **b.transform(24))
-    x = b.op("flatten", [x])
-    x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 192, lo=-0.2, hi=0.2), bias=b.f32(L))
-    art = load_artifact(b.save(tmp_path / f"front{o}.bkm", (16, 16, 16), {"v": list(range(len(b.ops)))}, {"v": x}))
+    slope = np.where(np.arange(o) % 3 == 0, -0.3, 0.2).astype(np.float32)
+    art = load_artifact(build_front_end(tmp_path / f"front{o}.bkm", o, 53 + o, slope))
     p = _Planner(art, "v")
     p.plan()
     ops = p.finish()[0]
@@ -1021,6 +1035,21 @@ def test_rprelu_epilogue_chains_are_fused_and_match_all_kernels(tmp_path):
         _check_all_kernels(art, batch, seed)
 
 
+def _check_fold_is_exact(art, x: np.ndarray, monkeypatch) -> None:
+    """Every kernel gives exactly the bits of the plan without ``_fold_input_shift`` (the affine
+    as its own pass), close to the reference, on every view."""
+    from binkit_neon.engine import _Planner
+    folded = {k: {v: Program(art, kernel=k).run(x, v) for v in art.views} for k in KERNELS}
+    monkeypatch.setattr(_Planner, "_fold_input_shift", lambda self, pos: False)
+    ref = ReferenceProgram(art)
+    for view in art.views:
+        want = ref.run(x, view)
+        for k in KERNELS:
+            np.testing.assert_array_equal(folded[k][view].view(np.uint32),
+                                          Program(art, kernel=k).run(x, view).view(np.uint32), err_msg=f"{k} {view}")
+            compare(folded[k][view], want, f"{k} {view}")
+
+
 def build_input_shifts(path, c: int, seed: int = 41) -> str:
     """(8, c) input transposed to (c, 8); ReActNet's RSign shifts (affine, multiplier 1) in front of
     binary ops whose input also feeds a skip add, as in a ReActNet DFSMN block. View 'block': shift
@@ -1093,16 +1122,7 @@ def test_input_shifts_fold_into_the_readers_packing(tmp_path, c, monkeypatch):
     x[1, :, 0::3] = -0.25  # x + 0.25 = 0 on the channels with offset 0.25: bit 0 (+1)
     x[1, :, 1::3] = 0.5
     x[2, :, 2::3] = -0.0
-    folded = {k: {v: Program(art, kernel=k).run(x, v) for v in art.views} for k in KERNELS}
-    monkeypatch.setattr(_Planner, "_fold_input_shift", lambda self, pos: False)
-    ref = ReferenceProgram(art)
-    for view in art.views:
-        want = ref.run(x, view)
-        for k in KERNELS:
-            unfolded = Program(art, kernel=k).run(x, view)
-            np.testing.assert_array_equal(folded[k][view].view(np.uint32), unfolded.view(np.uint32),
-                                          err_msg=f"{k} view {view}")
-            compare(folded[k][view], want, f"{k} view {view}")
+    _check_fold_is_exact(art, x, monkeypatch)
 
 
 @pytest.mark.parametrize(("o", "slopes"), [(8, "pos"), (32, "pos"), (12, "pos"), (8, "vee")])
@@ -1114,23 +1134,9 @@ def test_front_end_rows_take_the_readers_input_shift(tmp_path, o, slopes, monkey
     with negative slopes (sign not monotone once shifted) the blinear packs the floats with the
     shift. Every kernel gives exactly the bits of the plan without the fold."""
     from binkit_neon.engine import _BCONV, _EPI, _Planner
-    b = _Builder(71 + o)
-    L = len(LABELS)
-    t = b.transform(o)
-    t["multiplier"][1] = -abs(t["multiplier"][1])                                          # inverted bits
-    x = b.op("bconv2d", ["input"], _bconv_attrs(16, [5, 5], [2, 2], [[2, 2], [2, 2]], [1, 1]),
-             weight=b.packed(o, 5, 5, 16), **t)                                            # (o, 8, 8)
-    slope = b.f32(o, lo=0.05, hi=0.5) if slopes == "pos" else np.full(o, -0.3, np.float32)
-    x = b.op("prelu", [x], {"axis": 0}, slope=slope)
-    x = b.op("affine", [x], {"axis": 0}, multiplier=np.ones(o, np.float32), offset=b.f32(o, lo=-0.2, hi=0.2))
-    x = b.op("reshape", [x], {"shape": [8 * o, 8]})
-    x = b.op("transpose", [x], {"perm": [1, 0]})                                          # (8, 8 o)
-    x = b.op("affine", [x], {"axis": 1}, multiplier=np.ones(8 * o, np.float32),
-             offset=b.f32(8 * o, lo=-0.3, hi=0.3))
-    x = b.op("blinear", [x], {"in_features": 8 * o}, weight=b.packed(24, 8 * o), **b.transform(24))
-    x = b.op("flatten", [x])
-    x = b.op("linear_fp", [x], {"input_sign": False}, weight=b.f32(L, 192, lo=-0.2, hi=0.2), bias=b.f32(L))
-    art = load_artifact(b.save(tmp_path / f"shift{o}.bkm", (16, 16, 16), {"v": list(range(len(b.ops)))}, {"v": x}))
+    rng = np.random.default_rng(71 + o)
+    slope = rng.uniform(0.05, 0.5, o) if slopes == "pos" else np.full(o, -0.3)
+    art = load_artifact(build_front_end(tmp_path / f"shift{o}.bkm", o, 71 + o, slope, shifts=True))
     p = _Planner(art, "v")
     p.plan()
     ops = p.finish()[0]
@@ -1142,13 +1148,7 @@ def test_front_end_rows_take_the_readers_input_shift(tmp_path, o, slopes, monkey
     else:
         assert conv.get("gsrc") is None and lin["prepacked"] == 0 and lin["ishift"] is not None
     x = features(art.input_shape, 7, seed=o)
-    folded = {k: Program(art, kernel=k).run(x, "v") for k in KERNELS}
-    monkeypatch.setattr(_Planner, "_fold_input_shift", lambda self, pos: False)
-    want = ReferenceProgram(art).run(x, "v")
-    for k in KERNELS:
-        np.testing.assert_array_equal(folded[k].view(np.uint32), Program(art, kernel=k).run(x, "v").view(np.uint32),
-                                      err_msg=k)
-        compare(folded[k], want, k)
+    _check_fold_is_exact(art, x, monkeypatch)
 
 
 @pytest.mark.parametrize("c", [16, 24, 65])
@@ -1183,12 +1183,4 @@ def test_input_shifts_fold_into_2d_depthwise_staging(tmp_path, c, monkeypatch):
         assert len(dw) == 1 and dw[0]["ishift"] is not None and dw[0]["in_sc"] == in_sc, view
         assert not any(op["kind"] == _EPI and op["post"][0]["kind"] != 4 for op in ops), view
     x = features(art.input_shape, 5, seed=c)
-    folded = {k: {v: Program(art, kernel=k).run(x, v) for v in art.views} for k in KERNELS}
-    monkeypatch.setattr(_Planner, "_fold_input_shift", lambda self, pos: False)
-    ref = ReferenceProgram(art)
-    for view in art.views:
-        want = ref.run(x, view)
-        for k in KERNELS:
-            np.testing.assert_array_equal(folded[k][view].view(np.uint32),
-                                          Program(art, kernel=k).run(x, view).view(np.uint32), err_msg=f"{k} {view}")
-            compare(folded[k][view], want, f"{k} {view}")
+    _check_fold_is_exact(art, x, monkeypatch)
