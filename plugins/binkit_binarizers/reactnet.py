@@ -23,7 +23,10 @@ Export (packing ``"sign"``): the threshold becomes an ``affine`` op (multiplier 
 (:meth:`RPReLU.export_lowering`) to ``affine`` (offset ``-gamma``), ``prelu`` (``beta``),
 ``affine`` (offset ``zeta``).
 
-Args: none (params model :class:`ReActNetParams` is empty).
+Args:
+    learn_thresholds: true (default) learns RSign's per-channel thresholds; false keeps them at
+        0, so inputs are plain ``sign(x)`` with the ApproxSign backward while the model keeps
+        RPReLU and the Bi-Real weights (an ablation: RPReLU's learned shifts without RSign's).
 
 Deviations: sign(0) = +1 (the reference uses ``torch.sign``). The reference stores the shift as
 a bias ``b`` added before the sign (``sign(x + b)``); binkit stores the threshold ``alpha = -b``.
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from binkit.entries import QuantizerEntry
@@ -58,9 +61,13 @@ __all__ = [
 
 
 class ReActNetParams(BaseModel):
-    """Params of the ``reactnet`` method (none)."""
+    """Params of the ``reactnet`` method."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    learn_thresholds: bool = Field(
+        True, description="learn RSign's per-channel input thresholds; false: plain sign(x) "
+        "(ApproxSign backward), keeping RPReLU and the Bi-Real weights")
 
 
 def rsign(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -88,7 +95,11 @@ class ReActNetWeightQuantizer(BiRealWeightQuantizer):
 
 
 class RSignInputQuantizer(InputQuantizer):
-    """RSign: ``sign(x - alpha_c)`` with a learnable ``threshold`` of shape ``(num_channels,)``."""
+    """RSign: ``sign(x - alpha_c)`` with a learnable ``threshold`` of shape ``(num_channels,)``.
+
+    With ``learn_thresholds = false`` the module has no threshold and computes ``sign(x)`` with the
+    ApproxSign backward (it then exports as a plain sign layer).
+    """
 
     def __init__(
         self, params: BaseModel | None = None, num_channels: int = 0, channel_dim: int = 1
@@ -99,9 +110,12 @@ class RSignInputQuantizer(InputQuantizer):
             raise ValueError(
                 f"RSign needs num_channels >= 1 (one threshold per channel); got {num_channels}"
             )
-        self.threshold = nn.Parameter(torch.zeros(self.num_channels))
+        learn = getattr(params, "learn_thresholds", True)
+        self.threshold = nn.Parameter(torch.zeros(self.num_channels)) if learn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.threshold is None:
+            return approx_sign(x)
         return rsign(x, self._broadcast(self.threshold, x))
 
 

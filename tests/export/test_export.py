@@ -120,6 +120,31 @@ def test_rsign_threshold_and_rprelu_export_as_shifts(tmp_path):
     np.testing.assert_allclose(load(path, backend="reference").logits(x.numpy()), want, rtol=1e-4, atol=1e-4)
 
 
+def test_reactnet_without_thresholds_exports_plain_sign_and_rprelu(tmp_path):
+    """learn_thresholds = false: no input shift op in front of the binary conv; RPReLU still
+    lowers to its shifts and slope, and the artifact computes what torch does."""
+    torch.manual_seed(0)
+    net = binkit.binarize(ConvBNPReLU(), {"method": "reactnet", "params": {"learn_thresholds": False}})
+    with torch.no_grad():
+        net.act.gamma.uniform_(-0.3, 0.3)
+        net.act.zeta.uniform_(-0.3, 0.3)
+    net.feature_shape = (1, 6, 6)
+    net.eval()
+    assert net.conv.input_quantizer.threshold is None
+    path = tmp_path / "m.bkm"
+    report = export_model(net, path, labels=list("abc"), float16=False)
+    assert report.fallbacks == [] and report.conformance["default"]["max_rel"] < 1e-5
+    art = load_artifact(path)
+    assert [o["op"] for o in art.view_ops("default")] == [
+        "conv2d_fp", "bconv2d", "prelu", "affine", "flatten", "linear_fp"]
+    from binkit.runtime import load
+
+    x = torch.randn(8, 1, 6, 6)
+    with torch.no_grad():
+        want = net(x).numpy()
+    np.testing.assert_allclose(load(path, backend="reference").logits(x.numpy()), want, rtol=1e-4, atol=1e-4)
+
+
 def test_refuses_models_that_are_not_chains(tmp_path):
     from binkit_kws.cnn import SmallCNN, SmallCNNParams
 

@@ -534,6 +534,25 @@ class TestReActNet:
         with pytest.raises(ValueError, match="num_channels"):
             input_q("reactnet", 0)
 
+    def test_fixed_thresholds_give_plain_sign_with_approxsign(self):
+        """learn_thresholds = false: no threshold parameter, sign(x) (sign(0) = +1) forward and
+        Bi-Real's ApproxSign backward, per channel unchanged."""
+        iq = input_q("reactnet", 4, 1, learn_thresholds=False)
+        assert iq.threshold is None and list(iq.parameters()) == []
+        x = special((2, 4, 7), seed=62)
+        assert (x == 0).any()
+        y, g, gx, _ = run(iq, x)
+        assert torch.equal(y, ref_sign(x))
+        assert_close(gx, g * approx_sign_grad(x))
+
+    def test_learn_thresholds_is_validated(self):
+        from pydantic import ValidationError
+
+        entry = registry.get("quantizer", "reactnet")
+        assert entry.params().learn_thresholds is True
+        with pytest.raises(ValidationError, match="learn_thresholds"):
+            entry.params(learn_thresholds="sometimes")
+
 
 class TestRPReLU:
     @staticmethod
