@@ -20,7 +20,8 @@ else (a float layer, an add) becomes an ``affine`` op with the same ``s_o`` and 
 
 After lowering, :meth:`PlanBuilder.fold_affines` merges each ``affine`` op whose input nothing
 else reads into the op that produced it (another affine, or a binary op's output transform), in
-every view alike. Per-channel input thresholds (ReActNet's RSign, ``sign(x - t_c)``) lower to an
+every view alike; where views produce that input with different ops (a thin view's block reading
+another block's output), each of them takes the affine. Per-channel input thresholds (ReActNet's RSign, ``sign(x - t_c)``) lower to an
 ``affine`` shift (multiplier 1, offset ``-t``) in front of an ordinary sign layer; modules binkit
 does not know lower themselves through an ``export_lowering`` method (ReActNet's RPReLU).
 
@@ -544,25 +545,30 @@ class PlanBuilder:
         view, and is no view's output, then the producer computes ``(m2 m1) * y + (m2 c1 + c2)``
         (float64, stored float32) and the second op disappears. This merges what lowering emits
         op by op, e.g. a BatchNorm after a float layer and a shift (ReActNet's RPReLU ``-gamma``).
+        Views may produce ``v`` with different ops (a thinnable model's block whose input differs
+        by view is lowered once per input); each such producer then takes the affine, provided
+        every view runs exactly one of them.
 
         Returns the names of the absorbed ops. Call after every view is lowered.
         """
         absorbed: list[str] = []
         bi = 0
         while bi < len(self.ops):
-            ai = self._affine_fold_producer(bi)
-            if ai is None:
+            producers = self._affine_fold_producers(bi)
+            if not producers:
                 bi += 1
                 continue
-            a, b = self.ops[ai], self.ops[bi]
-            m1 = self.tensors[a["tensors"]["multiplier"]].astype(np.float64)
-            c1 = self.tensors[a["tensors"]["offset"]].astype(np.float64)
+            b = self.ops[bi]
             m2 = self.tensors[b["tensors"]["multiplier"]].astype(np.float64)
             c2 = self.tensors[b["tensors"]["offset"]].astype(np.float64)
-            base = f"{a['tensors']['multiplier'].rsplit('.multiplier', 1)[0]}+{b['name']}"
-            a["tensors"]["multiplier"] = self.tensor(f"{base}.multiplier", m2 * m1)
-            a["tensors"]["offset"] = self.tensor(f"{base}.offset", m2 * c1 + c2)
-            a["outputs"] = list(b["outputs"])
+            for ai in producers:
+                a = self.ops[ai]
+                m1 = self.tensors[a["tensors"]["multiplier"]].astype(np.float64)
+                c1 = self.tensors[a["tensors"]["offset"]].astype(np.float64)
+                base = f"{a['tensors']['multiplier'].rsplit('.multiplier', 1)[0]}+{b['name']}"
+                a["tensors"]["multiplier"] = self.tensor(f"{base}.multiplier", m2 * m1)
+                a["tensors"]["offset"] = self.tensor(f"{base}.offset", m2 * c1 + c2)
+                a["outputs"] = list(b["outputs"])
             self._drop_op(bi)
             absorbed.append(b["name"])
         return absorbed
@@ -573,47 +579,45 @@ class PlanBuilder:
         for view in self.views.values():
             view["ops"] = [i - (i > index) for i in view["ops"] if i != index]
 
-    def _affine_fold_producer(self, bi: int) -> int | None:
-        """The op index that affine op ``bi`` can fold into (see :meth:`fold_affines`)."""
+    def _affine_fold_producers(self, bi: int) -> list[int]:
+        """The op indices that affine op ``bi`` can fold into (see :meth:`fold_affines`); empty
+        when it cannot fold."""
         b = self.ops[bi]
         if b["op"] != "affine":
-            return None
+            return []
         v = b["inputs"][0]
-        ai = None  # the producer of v before b, the same op in every view that runs b
+        rank = self._ranks.get(v, -1)
+        if rank < 1:
+            return []
+        producers: list[int] = []  # the producer of v before b in each view that runs b
         for view in self.views.values():
             seq = view["ops"]
             if bi not in seq:
                 continue
             before = seq[:seq.index(bi)]
             producer = next((i for i in reversed(before) if v in self.ops[i]["outputs"]), None)
-            if producer is None or (ai is not None and producer != ai):
-                return None
-            ai = producer
-        if ai is None:
-            return None
-        a = self.ops[ai]
-        rank = self._ranks.get(v, -1)
-        if rank < 1:
-            return None
-        if a["op"] == "affine":
-            axis = a["attrs"]["axis"]
-        elif a["op"] in BINARY_OPS and "multiplier" in a["tensors"] and "offset" in a["tensors"]:
-            axis = rank - 1 if a["op"] == "blinear" else 0
-        else:
-            return None
-        if b["attrs"]["axis"] % rank != axis % rank:
-            return None
+            if producer is None:
+                return []
+            if producer not in producers:
+                producers.append(producer)
+        for ai in producers:
+            a = self.ops[ai]
+            if a["op"] == "affine":
+                axis = a["attrs"]["axis"]
+            elif a["op"] in BINARY_OPS and "multiplier" in a["tensors"] and "offset" in a["tensors"]:
+                axis = rank - 1 if a["op"] == "blinear" else 0
+            else:
+                return []
+            if b["attrs"]["axis"] % rank != axis % rank:
+                return []
         for view in self.views.values():
             seq = view["ops"]
-            if (ai in seq) != (bi in seq):
-                return None  # one runs in a view without the other
-            if bi not in seq:
-                continue
-            if view["output"] == v or [i for i in seq if v in self.ops[i]["inputs"]] != [bi]:
-                return None
-        return ai
-
-    # ------------------------------------------------------------------ sign-output folding
+            runs_b = bi in seq
+            if sum(ai in seq for ai in producers) != int(runs_b):
+                return []  # a producer runs in a view without b, or two producers in one view
+            if runs_b and (view["output"] == v or [i for i in seq if v in self.ops[i]["inputs"]] != [bi]):
+                return []
+        return producers
 
     def fold_sign_outputs(self) -> list[str]:
         """Fold ``binary op -> PReLU [-> affine] -> (only binary ops)`` into a binary op with a sign
