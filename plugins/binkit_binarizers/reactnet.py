@@ -203,8 +203,8 @@ ENTRY = QuantizerEntry(
     params=ReActNetParams,
     precision=1,
     packing="sign",
-    description="RSign inputs (learnable per-channel threshold, ApproxSign backward), Bi-Real "
-    "weights; PReLUs become RPReLU.",
+    description="RSign inputs (learnable per-channel threshold, ApproxSign backward; "
+    "learn_thresholds = false: plain sign), Bi-Real weights; PReLUs become RPReLU.",
     reference="Liu et al., ReActNet: Towards Precise Binary Neural Network with Generalized "
     "Activation Functions, ECCV 2020, arXiv:2003.03488",
     activation=rprelu_from_prelu,
