@@ -207,6 +207,9 @@ class BinarizationSpec(_Spec):
     keep_last: bool = Field(True, **_desc("keep the last candidate layer full precision"))
     replace_activations: bool = Field(
         True, **_desc("let methods with their own activation (ReActNet RPReLU) replace PReLUs"))
+    activation_from: str = Field(
+        "", **_desc("take the activation that replaces PReLUs from this registered method instead "
+                    "of `method` (e.g. 'reactnet': RPReLU with any binarizer); empty = `method`'s own"))
     overrides: list[LayerOverride] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -368,6 +371,21 @@ def resolve(spec: ExperimentSpec, source: str = "") -> ResolvedExperiment:
         if spec.binarization.enabled:
             quant, quant_params = _plugin("quantizer", spec.binarization.method,
                                           spec.binarization.params, "binarization.method", errors)
+            act_from = spec.binarization.activation_from
+            if act_from:
+                try:
+                    act_entry = registry.get("quantizer", act_from)
+                except UnknownNameError as exc:
+                    errors.append(("binarization.activation_from", str(exc)))
+                else:
+                    if act_entry.activation is None:
+                        errors.append(("binarization.activation_from",
+                                       f"quantizer {act_from!r} has no activation to replace PReLUs "
+                                       "with (its entry's `activation` is empty)"))
+                    elif not spec.binarization.replace_activations:
+                        errors.append(("binarization.activation_from",
+                                       f"names {act_from!r}, but replace_activations = false keeps the "
+                                       "PReLUs: set one or the other"))
         for i, ov in enumerate(spec.binarization.overrides):
             if ov.method:
                 _, p = _plugin("quantizer", ov.method, ov.params,

@@ -121,6 +121,17 @@ class TestPluginResolution:
         assert "did you mean 'tones'" in errors["data.dataset"]
         assert "known quantizers" in errors["binarization.method"] and "xnor" in errors["binarization.method"]
 
+    def test_activation_from_must_name_a_method_with_an_activation(self, tmp_path):
+        spec = load_spec(write(tmp_path, MINIMAL + '[binarization]\nmethod = "bifsmn"\nactivation_from = "reactnet"\n'))
+        assert spec.binarization.activation_from == "reactnet"
+        errors = spec_errors(tmp_path, MINIMAL + '[binarization]\nactivation_from = "reactnett"\n')
+        assert "known quantizers" in errors["binarization.activation_from"]
+        errors = spec_errors(tmp_path, MINIMAL + '[binarization]\nactivation_from = "xnor"\n')
+        assert "'xnor' has no activation" in errors["binarization.activation_from"]
+        errors = spec_errors(tmp_path, MINIMAL + '[binarization]\nactivation_from = "reactnet"\n'
+                             'replace_activations = false\n')
+        assert "replace_activations = false" in errors["binarization.activation_from"]
+
     def test_plugin_params_validated_by_the_plugins_model(self, tmp_path):
         errors = spec_errors(tmp_path, """
             [data]

@@ -5,7 +5,9 @@
 precision unless told otherwise, applies ``include``/``exclude`` name patterns and per-pattern
 overrides, and swaps each selected layer for its binary twin sharing the same parameters
 (:mod:`binkit.nn.layers`). Methods that come with their own activation (ReActNet's RPReLU)
-also replace the model's PReLUs when ``policy.replace_activations`` is on.
+also replace the model's PReLUs when ``policy.replace_activations`` is on;
+``policy.activation_from`` takes that activation from another registered method (RPReLU with
+any binarizer).
 
 "First" and "last" follow execution order when ``example_input`` is given, registration order
 otherwise (the two agree for sequentially written models).
@@ -199,10 +201,19 @@ def binarize(
     for n, binary in replacements.items():
         _set_submodule(model, n, binary)
 
-    if policy.replace_activations and default_entry.activation is not None:
+    act_entry = default_entry
+    if policy.activation_from:
+        act_entry = registry.get("quantizer", policy.activation_from)
+        if act_entry.activation is None:
+            raise BinarizationError(f"binarization.activation_from: quantizer {policy.activation_from!r} "
+                                    "has no activation to replace PReLUs with")
+        if not policy.replace_activations:
+            raise BinarizationError(f"binarization.activation_from names {policy.activation_from!r}, but "
+                                    "replace_activations = false keeps the PReLUs")
+    if policy.replace_activations and act_entry.activation is not None:
         for n, m in list(model.named_modules()):
             if type(m) is nn.PReLU:
-                _set_submodule(model, n, default_entry.activation(m).to(m.weight.device))
+                _set_submodule(model, n, act_entry.activation(m).to(m.weight.device))
     return model
 
 

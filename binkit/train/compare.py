@@ -251,7 +251,9 @@ def _row(cell: CellSpec, resolved, run: Path, seconds: float, skipped: bool) -> 
     trained = [k for k, w in resolved.views.items() if w > 0] if resolved.views else ["full"]
     return CellResult(
         cell=cell.name, architecture=spec.model.architecture,
-        method=spec.binarization.method if spec.binarization.enabled else "fp32",
+        method=(spec.binarization.method + (f" + {spec.binarization.activation_from} activation"
+                                            if spec.binarization.activation_from else "")
+                if spec.binarization.enabled else "fp32"),
         deployable=(resolved.quantizer.deployable if resolved.quantizer is not None else None),
         distiller=spec.distillation.method if spec.distillation.enabled else "",
         trained_views=trained, views=per_view, full_view=views[0],

@@ -385,6 +385,21 @@ class TestActivations:
         assert sum(type(m) is nn.PReLU for m in out.modules()) == 3
         assert binary_names(out) == ["blocks.1.fc", "blocks.2.fc"]
 
+    def test_activation_from_gives_rprelu_to_another_binarizer(self):
+        from binkit_binarizers.reactnet import RPReLU, RSignInputQuantizer
+
+        out = binkit.binarize(make_mlp(), {"method": "bifsmn", "activation_from": "reactnet"})
+        assert sum(type(m) is RPReLU for m in out.modules()) == 3
+        assert not any(isinstance(m, RSignInputQuantizer) for m in out.modules())  # bifsmn's inputs
+        assert {m.method for m in out.modules() if isinstance(m, BinaryLayerMixin)} == {"bifsmn"}
+
+    def test_activation_from_is_checked(self):
+        with pytest.raises(BinarizationError, match="'xnor' has no activation"):
+            binkit.binarize(make_mlp(), {"method": "bifsmn", "activation_from": "xnor"})
+        with pytest.raises(BinarizationError, match="replace_activations = false"):
+            binkit.binarize(make_mlp(), {"method": "bifsmn", "activation_from": "reactnet",
+                                         "replace_activations": False})
+
     @pytest.mark.parametrize("name", ["xnor", "bireal"])
     def test_methods_without_activation_keep_prelu(self, name):
         out = binkit.binarize(make_cnn(), name)

@@ -58,6 +58,14 @@ def test_grid_cells_order_substitution_and_product(tmp_path):
     assert cells[0][1].spec.name == "g-teacher"
 
 
+def test_a_borrowed_activation_is_named_in_the_method_column(tmp_path):
+    path = write_grid(tmp_path, '[[cells]]\nname = "bnn-rprelu"\n'
+                      'overrides = { binarization = { method = "bnn", activation_from = "reactnet" } }\n')
+    rows, out = run_grid(path, progress=False)
+    assert rows[0]["method"] == "bnn + reactnet activation"
+    assert "| bnn-rprelu | mlp | bnn + reactnet activation |" in (out / "compare.md").read_text()
+
+
 def test_run_grid_tables_and_skips_finished_cells(tmp_path, capsys):
     path = write_grid(tmp_path, GRID)
     rows, out = run_grid(path, progress=False)
