@@ -20,6 +20,25 @@ mkdir -p .device/wheels
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
   --platform any --no-deps -d .device/wheels \
   pydantic pydantic-core annotated-types typing-inspection typing-extensions soundfile cffi pycparser tomli-w
-XZ_OPT="-6 -T2" tar -cJf .device/cache.tar.xz -C "$cache" .
+# only the caches of this tree (their meta.json names its background-noise files)
+caches=$("$py" - "$tree" "$cache" <<'PY'
+import json, sys
+from pathlib import Path
+tree = str(Path(sys.argv[1]).absolute()) + "/"
+for d in sorted(Path(sys.argv[2]).iterdir()):
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError):
+        continue
+    if any(f.startswith(tree) for f in meta.get("noise_files", [])):
+        print(d.name)
+PY
+)
+if [ -z "$caches" ]; then
+  echo "prepare.sh: no decode cache of $tree in $cache: train a cell of the grid here first (--epochs 1 will do)" >&2
+  exit 1
+fi
+echo "caches of $tree: $(echo $caches)"
+XZ_OPT="-6 -T2" tar -cJf .device/cache.tar.xz -C "$cache" $caches
 "$py" benchmarks/device/tree_facts.py save "$tree" .device/tree.tar.xz
 du -sh .device .device/*
