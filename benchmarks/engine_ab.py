@@ -14,6 +14,7 @@ layer's ops). Used for benchmarks/RESULTS.md "Engine tuning, third session".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -45,6 +46,20 @@ print(json.dumps({"median": float(np.median(t)) * 1e6, "prof": {k: v for k, v in
 '''
 
 
+@contextlib.contextmanager
+def paused_training():
+    """Pause every running ``binkit compare`` job (SIGSTOP) for the duration; resume them after."""
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", "binkit compare"], capture_output=True,
+                                           text=True).stdout.split()]
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        yield pids
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -54,12 +69,8 @@ def main() -> int:
     ap.add_argument("--view", default="8")
     a = ap.parse_args()
     builds = {"base": Path(a.base).resolve(), "new": Path(a.new).resolve()}
-    pids = [int(p) for p in subprocess.run(["pgrep", "-f", "binkit compare"], capture_output=True,
-                                           text=True).stdout.split()]
     res: dict[str, list[dict]] = {k: [] for k in builds}
-    for p in pids:
-        os.kill(p, signal.SIGSTOP)
-    try:
+    with paused_training():
         for _ in range(a.rounds):
             for name, root in builds.items():
                 env = dict(os.environ, PYTHONPATH=f"{root / 'backends'}:{root}", OMP_NUM_THREADS="1")
@@ -69,9 +80,6 @@ def main() -> int:
                     print(out.stderr[-2000:], file=sys.stderr)
                     return 1
                 res[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    finally:
-        for p in pids:
-            os.kill(p, signal.SIGCONT)
     for name, rs in res.items():
         print(name, "medians", " ".join(f"{r['median']:.2f}" for r in rs))
     for k in res["base"][0]["prof"]:

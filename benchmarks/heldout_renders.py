@@ -196,6 +196,17 @@ def _report(table: dict[str, dict[str, list]], trees: list[str], baselines: Sequ
         p = [r[2] for r in rows]
         sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else float("nan"))
         print(f"| {name} | {len(rows)} | {statistics.mean(o):.4f} | {sd(o):.4f} | {statistics.mean(p):.4f} | {sd(p):.4f} |")
+    # every view of a method with thin views: pooled mean over seeds
+    by_view: dict[str, dict[str, list[float]]] = {}
+    for (run, view), acc in pooled.items():
+        m = re.fullmatch(r"(.+?)(?:-seed(\d+))?(@last)?", run)
+        by_view.setdefault(m.group(1) + (m.group(3) or ""), {}).setdefault(view, []).append(acc)
+    thin = {name: views for name, views in by_view.items() if len(views) > 1}
+    if thin:
+        print("\n| method | view | seeds | pooled: mean |\n|---|---|---:|---:|")
+        for name, views in thin.items():
+            for view, accs in views.items():
+                print(f"| {name} | {view} | {len(accs)} | {statistics.mean(accs):.4f} |")
     for baseline, variant in ((b, v) for b in baselines for v in ("", "@last")):
         if baseline + variant not in methods:
             continue

@@ -352,6 +352,27 @@ def _plugin(kind: str, name: str, params: dict[str, Any], path: str,
         return entry, None
 
 
+def activation_entry(policy: BinarizationSpec) -> Any:
+    """The quantizer entry whose ``activation`` replaces PReLUs under ``policy``:
+    ``activation_from``'s when set, else ``method``'s.
+
+    Raises:
+        UnknownNameError: ``activation_from`` (or ``method``) is not registered.
+        ValueError: ``activation_from`` names a method without an activation, or
+            ``replace_activations`` is false beside it.
+    """
+    name = policy.activation_from or policy.method
+    entry = registry.get("quantizer", name)
+    if policy.activation_from:
+        if entry.activation is None:
+            raise ValueError(f"quantizer {name!r} has no activation to replace PReLUs with "
+                             "(its entry's `activation` is empty)")
+        if not policy.replace_activations:
+            raise ValueError(f"names {name!r}, but replace_activations = false keeps the PReLUs: "
+                             "set one or the other")
+    return entry
+
+
 def resolve(spec: ExperimentSpec, source: str = "") -> ResolvedExperiment:
     """Look up every plugin the spec names and validate its params.
 
@@ -371,21 +392,11 @@ def resolve(spec: ExperimentSpec, source: str = "") -> ResolvedExperiment:
         if spec.binarization.enabled:
             quant, quant_params = _plugin("quantizer", spec.binarization.method,
                                           spec.binarization.params, "binarization.method", errors)
-            act_from = spec.binarization.activation_from
-            if act_from:
+            if spec.binarization.activation_from:
                 try:
-                    act_entry = registry.get("quantizer", act_from)
-                except UnknownNameError as exc:
+                    activation_entry(spec.binarization)
+                except (UnknownNameError, ValueError) as exc:
                     errors.append(("binarization.activation_from", str(exc)))
-                else:
-                    if act_entry.activation is None:
-                        errors.append(("binarization.activation_from",
-                                       f"quantizer {act_from!r} has no activation to replace PReLUs "
-                                       "with (its entry's `activation` is empty)"))
-                    elif not spec.binarization.replace_activations:
-                        errors.append(("binarization.activation_from",
-                                       f"names {act_from!r}, but replace_activations = false keeps the "
-                                       "PReLUs: set one or the other"))
         for i, ov in enumerate(spec.binarization.overrides):
             if ov.method:
                 _, p = _plugin("quantizer", ov.method, ov.params,

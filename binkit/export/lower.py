@@ -21,9 +21,10 @@ else (a float layer, an add) becomes an ``affine`` op with the same ``s_o`` and 
 After lowering, :meth:`PlanBuilder.fold_affines` merges each ``affine`` op whose input nothing
 else reads into the op that produced it (another affine, or a binary op's output transform), in
 every view alike; where views produce that input with different ops (a thin view's block reading
-another block's output), each of them takes the affine. Per-channel input thresholds (ReActNet's RSign, ``sign(x - t_c)``) lower to an
-``affine`` shift (multiplier 1, offset ``-t``) in front of an ordinary sign layer; modules binkit
-does not know lower themselves through an ``export_lowering`` method (ReActNet's RPReLU).
+another block's output), each of them takes the affine. Per-channel input thresholds (ReActNet's
+RSign, ``sign(x - t_c)``) lower to an ``affine`` shift (multiplier 1, offset ``-t``) in front of
+an ordinary sign layer; modules binkit does not know lower themselves through an
+``export_lowering`` method (ReActNet's RPReLU).
 
 Bit-serial multi-plane layers (``packing="bitplanes"``, e.g. the ``residual`` binarizer). The
 weight quantizer's :meth:`~binkit.quant.base.WeightQuantizer.export_planes` gives ``P`` sign

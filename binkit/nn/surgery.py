@@ -112,7 +112,7 @@ def binarize(
     Warns:
         BinarizationWarning: an include/exclude/override pattern matched no layer.
     """
-    from binkit.specs import BinarizationSpec
+    from binkit.specs import BinarizationSpec, activation_entry
 
     if isinstance(policy, str):
         policy = BinarizationSpec(method=policy)
@@ -201,15 +201,10 @@ def binarize(
     for n, binary in replacements.items():
         _set_submodule(model, n, binary)
 
-    act_entry = default_entry
-    if policy.activation_from:
-        act_entry = registry.get("quantizer", policy.activation_from)
-        if act_entry.activation is None:
-            raise BinarizationError(f"binarization.activation_from: quantizer {policy.activation_from!r} "
-                                    "has no activation to replace PReLUs with")
-        if not policy.replace_activations:
-            raise BinarizationError(f"binarization.activation_from names {policy.activation_from!r}, but "
-                                    "replace_activations = false keeps the PReLUs")
+    try:
+        act_entry = activation_entry(policy)
+    except ValueError as exc:
+        raise BinarizationError(f"binarization.activation_from {exc}") from exc
     if policy.replace_activations and act_entry.activation is not None:
         for n, m in list(model.named_modules()):
             if type(m) is nn.PReLU:

@@ -229,6 +229,13 @@ class CellResult(dict):
     """One row of the comparison table (a dict, JSON-serialisable)."""
 
 
+def _method_label(policy) -> str:
+    """The grid's method column: the quantizer, plus a borrowed activation (``activation_from``)."""
+    if not policy.enabled:
+        return "fp32"
+    return policy.method + (f" + {policy.activation_from} activation" if policy.activation_from else "")
+
+
 def _row(cell: CellSpec, resolved, run: Path, seconds: float, skipped: bool) -> CellResult:
     from binkit.nn.summary import summary
     from binkit.train.build import build_model, load_checkpoint
@@ -251,9 +258,7 @@ def _row(cell: CellSpec, resolved, run: Path, seconds: float, skipped: bool) -> 
     trained = [k for k, w in resolved.views.items() if w > 0] if resolved.views else ["full"]
     return CellResult(
         cell=cell.name, architecture=spec.model.architecture,
-        method=(spec.binarization.method + (f" + {spec.binarization.activation_from} activation"
-                                            if spec.binarization.activation_from else "")
-                if spec.binarization.enabled else "fp32"),
+        method=_method_label(spec.binarization),
         deployable=(resolved.quantizer.deployable if resolved.quantizer is not None else None),
         distiller=spec.distillation.method if spec.distillation.enabled else "",
         trained_views=trained, views=per_view, full_view=views[0],
