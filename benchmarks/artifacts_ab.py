@@ -23,25 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_ab import paused_training  # noqa: E402
+from engine_ab import CHILD_HEAD, paused_training  # noqa: E402
 
-CHILD = r'''
-import sys, time, json
-import numpy as np
-from binkit_neon import NeonBackend
-prog = NeonBackend().load(sys.argv[1])
-x = np.random.default_rng(0).standard_normal((1, *prog.input_shape)).astype(np.float32)
-out = {}
-for view in prog.views:
-    for _ in range(300):
-        prog.run(x, view)
-    t = []
-    for _ in range(3000):
-        t0 = time.perf_counter()
-        prog.run(x, view)
-        t.append(time.perf_counter() - t0)
-    out[view] = float(np.median(t)) * 1e6
-print(json.dumps(out))
+CHILD = CHILD_HEAD + r'''
+print(json.dumps({view: median_us(view) for view in prog.views}))
 '''
 
 

@@ -24,25 +24,32 @@ from pathlib import Path
 
 import numpy as np
 
-CHILD = r'''
+# child-process source: load the artifact in sys.argv[1]; median_us(view) times one view
+CHILD_HEAD = r'''
 import sys, time, json
 import numpy as np
 from binkit_neon import NeonBackend
 prog = NeonBackend().load(sys.argv[1])
-view = sys.argv[2]
 x = np.random.default_rng(0).standard_normal((1, *prog.input_shape)).astype(np.float32)
-for _ in range(300):
-    prog.run(x, view)
-t = []
-for _ in range(3000):
-    t0 = time.perf_counter()
-    prog.run(x, view)
-    t.append(time.perf_counter() - t0)
+def median_us(view):
+    for _ in range(300):
+        prog.run(x, view)
+    t = []
+    for _ in range(3000):
+        t0 = time.perf_counter()
+        prog.run(x, view)
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t)) * 1e6
+'''
+
+CHILD = CHILD_HEAD + r'''
+view = sys.argv[2]
+median = median_us(view)
 agg = {}
 for r in prog.profile(x, view, repeats=300):
     k = r["op"] + ":" + (r["name"].rsplit(".", 1)[-1] if "blocks" in r["name"] else r["name"])
     agg[k] = agg.get(k, 0) + r["seconds"] * 1e6
-print(json.dumps({"median": float(np.median(t)) * 1e6, "prof": {k: v for k, v in agg.items() if v > 0.01}}))
+print(json.dumps({"median": median, "prof": {k: v for k, v in agg.items() if v > 0.01}}))
 '''
 
 
