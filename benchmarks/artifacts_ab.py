@@ -6,6 +6,12 @@ alternating order, with any running ``binkit compare`` job paused meanwhile; pri
 artifact's median over rounds per view (us).
 
     python benchmarks/artifacts_ab.py A.bkm B.bkm ... [--rounds 12]
+    python benchmarks/artifacts_ab.py A.bkm B.bkm ... --agree RUN [--backend neon]
+
+``--agree RUN`` times nothing: it runs every artifact on RUN's test split (the run's own
+features) and prints, per view, each artifact's accuracy, the largest logit difference from the
+first artifact and the clips whose argmax differs from it: the check that an export change (the
+same model exported twice) leaves the function alone.
 
 Used for benchmarks/RESULTS.md "On the engine: every copy of a thin view's block takes RPReLU's
 shift" (the same model exported before and after the fix, beside ReActNet + TBA).
@@ -30,12 +36,36 @@ print(json.dumps({view: median_us(view) for view in prog.views}))
 '''
 
 
+def agreement(models: list[str], run: str, backend: str) -> None:
+    from binkit.runtime import load
+    from binkit.train.report import split_arrays
+
+    x, y, _ = split_arrays(run)
+    progs = {m: load(m, backend=backend).program for m in models}
+    first = progs[models[0]]
+    print(f"{len(y)} clips of {run}'s test split, backend {backend}; differences from {models[0]}")
+    for view in first.views:
+        ref = first.run(x, view)
+        for m, prog in progs.items():
+            if view not in prog.views:
+                print(f"  view {view} {m}: no such view")
+                continue
+            z = prog.run(x, view)
+            print(f"  view {view} {m}: accuracy {(z.argmax(-1) == y).mean():.4f}, max |logit diff| "
+                  f"{np.abs(z - ref).max():.3g}, argmax differs on {int((z.argmax(-1) != ref.argmax(-1)).sum())}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="artifacts (.bkm)")
     ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--agree", metavar="RUN", help="compare outputs on RUN's test split instead of timing")
+    ap.add_argument("--backend", default="neon", help="backend for --agree (default neon)")
     a = ap.parse_args()
     models = list(dict.fromkeys(a.models))
+    if a.agree:
+        agreement(models, a.agree, a.backend)
+        return 0
     res: dict[str, list[dict]] = {m: [] for m in models}
     with paused_training():
         for r in range(a.rounds):

@@ -198,6 +198,22 @@ def median_latency_seconds(fn, runs: int, warmup: int = 20) -> float:
     return times[len(times) // 2] * 1e-9
 
 
+def split_arrays(run: str | Path, split: str = "test",
+                 data: LabeledSplits | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A run's ``split`` as engine input: float32 features from the run's own pipeline (the
+    torch front-end), integer labels, and the class names."""
+    run = Path(run)
+    if data is None:
+        _, meta = load_checkpoint(run / "model.pt" if run.is_dir() else run)
+        resolved = meta["resolved"]
+        data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
+    feats, truth = [], []
+    for x, y in data.batches(split, 256):
+        feats.append(np.ascontiguousarray(x.numpy(), dtype=np.float32))
+        truth.append(y.numpy())
+    return np.concatenate(feats), np.concatenate(truth), list(data.labels)
+
+
 def evaluate_artifact(artifact: str | Path, run: str | Path, *, backend: str = "neon", split: str = "test",
                       data: LabeledSplits | None = None, latency_runs: int | None = 1000) -> dict[str, Any]:
     """Accuracy of an exported artifact on ``backend`` over a run's ``split``, per view, plus the
@@ -210,20 +226,10 @@ def evaluate_artifact(artifact: str | Path, run: str | Path, *, backend: str = "
     """
     from binkit.runtime import load
 
-    run = Path(run)
-    ckpt = run / "model.pt" if run.is_dir() else run
-    _, meta = load_checkpoint(ckpt)
-    resolved = meta["resolved"]
-    if data is None:
-        data = resolved.dataset.factory(resolved.dataset_params, resolved.spec.features)
     model = load(str(artifact), backend=backend)
-    if list(model.labels) != list(data.labels):
-        raise ValueError(f"{artifact}: labels {model.labels} differ from the data's {list(data.labels)}")
-    feats, truth = [], []
-    for x, y in data.batches(split, 256):
-        feats.append(np.ascontiguousarray(x.numpy(), dtype=np.float32))
-        truth.append(y.numpy())
-    x_all, y_all = np.concatenate(feats), np.concatenate(truth)
+    x_all, y_all, labels = split_arrays(run, split, data)
+    if list(model.labels) != labels:
+        raise ValueError(f"{artifact}: labels {model.labels} differ from the data's {labels}")
     if latency_runs is None:
         latency_runs = 50 if model.backend == "reference" else 1000
     out: dict[str, Any] = {"backend": model.backend, "kernel": getattr(model.program, "kernel", model.backend),
