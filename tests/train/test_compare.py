@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from binkit.cli import main
 from binkit.errors import SpecError
+from binkit.train.build import load_checkpoint
 from binkit.train.compare import load_grid, run_grid
+from binkit.train.report import evaluate_artifact, split_arrays
 
 BASE = """
 name = "base"
@@ -295,3 +298,15 @@ def test_deploy_exports_and_measures_every_cell(tmp_path):
     assert "not exported" in by["dorefa"]["deploy"]["note"]  # {0, 1} activations: no binary op for them
     md = (out / "compare.md").read_text()
     assert "runtime us (full)" in md and "- dorefa: not exported" in md
+
+    # the engine's input for a run's split: its own features, labels in class order
+    _, meta = load_checkpoint(out / "bnn" / "model.pt")
+    data = meta["resolved"].dataset.factory(meta["resolved"].dataset_params, meta["resolved"].spec.features)
+    x, y, labels = split_arrays(out / "bnn")
+    assert x.dtype == np.float32 and x.flags.c_contiguous and x.shape[1:] == tuple(data.feature_shape)
+    assert len(x) == len(y) == len(data.splits["test"]) and labels == list(data.labels)
+    assert set(y.tolist()) <= set(range(len(labels)))
+    # an artifact meets data whose classes differ: refused by name, before any accuracy is made up
+    data.labels = list(reversed(data.labels))
+    with pytest.raises(ValueError, match="differ from the data"):
+        evaluate_artifact(out / "bnn" / "model.bkm", out / "bnn", data=data, latency_runs=1)
