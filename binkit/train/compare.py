@@ -377,7 +377,8 @@ def run_grid(path: str | Path, *, progress: bool = True, only: list[str] | None 
     grid, cells, out = load_grid(path, epochs=epochs)
     if only:
         only = _expand_only(only, [c.name for c, _ in cells])
-    out.mkdir(parents=True, exist_ok=True)
+    if train:  # a report reads what is there and makes no folder
+        out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
     trained_here: set[str] = set()
     if train and jobs > 1:
