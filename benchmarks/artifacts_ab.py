@@ -50,9 +50,10 @@ def agreement(models: list[str], run: str, backend: str) -> None:
             if view not in prog.views:
                 print(f"  view {view} {m}: no such view")
                 continue
-            z = prog.run(x, view)
-            print(f"  view {view} {m}: accuracy {(z.argmax(-1) == y).mean():.4f}, max |logit diff| "
-                  f"{np.abs(z - ref).max():.3g}, argmax differs on {int((z.argmax(-1) != ref.argmax(-1)).sum())}")
+            z = ref if prog is first else prog.run(x, view)
+            pred = z.argmax(-1)
+            print(f"  view {view} {m}: accuracy {(pred == y).mean():.4f}, max |logit diff| "
+                  f"{np.abs(z - ref).max():.3g}, argmax differs on {int((pred != ref.argmax(-1)).sum())}")
 
 
 def main() -> int:
